@@ -1,0 +1,1 @@
+"""Tasks and datasets: embedded defaults and local-folder loaders (nothing is downloaded)."""

@@ -1,0 +1,39 @@
+"""One exception hierarchy for user-facing errors; messages say what was given, what was expected, and the fix."""
+
+from __future__ import annotations
+
+
+class EsperError(Exception):
+    """Base class of every error Esper raises for user input."""
+
+
+class ConfigError(EsperError, ValueError):
+    """A configuration value (or several) is invalid."""
+
+
+class UnknownSlotError(EsperError, ValueError):
+    """A slot id that the model does not have."""
+
+
+class UnknownBlueprintError(EsperError, ValueError):
+    """A blueprint name that is not registered for the topology."""
+
+
+class ShapeError(EsperError, ValueError):
+    """A tensor whose shape does not match what the model expects."""
+
+
+class IllegalTransitionError(EsperError, RuntimeError):
+    """A lifecycle call that the slot's current stage does not allow."""
+
+
+class CheckpointError(EsperError, ValueError):
+    """A checkpoint that is missing, corrupted, or does not fit the model."""
+
+
+def did_you_mean(given: str, known: list[str] | tuple[str, ...]) -> str:
+    """Return a ' Did you mean X?' hint for the closest known name, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(given, list(known), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""

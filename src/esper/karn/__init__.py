@@ -1,0 +1,1 @@
+"""What a person looks at: live terminal view and run reports with plots."""

@@ -1,0 +1,1 @@
+"""The morphogenetic model: blend ops, alpha controller, gating, isolation, blueprints, hosts, slots."""

@@ -1,0 +1,1 @@
+"""Telemetry: typed events and their sinks (JSONL, CSV, TensorBoard, console)."""

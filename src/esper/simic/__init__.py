@@ -1,0 +1,1 @@
+"""Reinforcement learning for growth decisions: the Gymnasium environment, rewards, PPO."""

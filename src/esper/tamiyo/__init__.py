@@ -1,0 +1,1 @@
+"""Controllers that decide lifecycle actions: the heuristic, the learned policy, features, masks."""

@@ -1,0 +1,1 @@
+"""The training engine: epoch loop, AMP, optimizers, evaluation, counterfactuals, governor, checkpoints."""
