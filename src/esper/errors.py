@@ -1,4 +1,4 @@
-"""One exception hierarchy for user-facing errors; messages say what was given, what was expected, and the fix."""
+"""One hierarchy for user-facing errors: each message says what was given, what was expected, the fix."""
 
 from __future__ import annotations
 

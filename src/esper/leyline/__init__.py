@@ -1,4 +1,4 @@
-"""Shared contracts: enums, lifecycle transitions, action space and event schemas (no torch modules, no I/O)."""
+"""Shared contracts: enums, lifecycle transitions, action space, event schemas (no torch, no I/O)."""
 
 from esper.leyline.alpha import AlphaAlgorithm, AlphaCurve, AlphaMode
 from esper.leyline.stages import (

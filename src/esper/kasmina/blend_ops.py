@@ -1,0 +1,94 @@
+"""Pure tensor blend operators: how seed features are mixed into host features.
+
+dtype rules (see DESIGN.md, "dtype rules"): under AMP the host and seed features can arrive in
+different dtypes and alpha is usually an fp32 scalar. ``torch.lerp`` needs ``end`` to match
+``start`` and a weight that is not 0-dim to match too, while a 0-dim weight of any float dtype
+is accepted. So these ops convert the seed features (and a non-0-dim alpha or gate) to the host
+dtype only when it differs, never convert a 0-dim alpha, spend at most one clamp on alpha (and
+gate) and call one ``lerp``. The result always has ``host_features.dtype``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "blend_add",
+    "blend_gate",
+    "blend_multiply",
+    "gate_effective_alpha",
+    "multiply_valve_multiplier",
+]
+
+Alpha = Tensor | float
+
+
+def _like(t: Tensor, ref: Tensor) -> Tensor:
+    """``t`` in ``ref``'s dtype, converting only when it differs."""
+    return t if t.dtype == ref.dtype else t.to(ref.dtype)
+
+
+def _clamped(alpha: Alpha) -> Alpha:
+    """Alpha clamped to [0, 1]; a Python float stays a float (no tensor is made)."""
+    if isinstance(alpha, Tensor):
+        return alpha.clamp(0.0, 1.0)
+    if math.isnan(alpha):
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    return min(max(float(alpha), 0.0), 1.0)
+
+
+def _weight_for(alpha: Alpha, host: Tensor) -> Alpha:
+    """A lerp weight for ``host``: a 0-dim tensor or float as is, else in the host dtype."""
+    if isinstance(alpha, Tensor) and alpha.dim() != 0:
+        return _like(alpha, host)
+    return alpha
+
+
+def blend_add(host_features: Tensor, seed_features: Tensor, alpha: Alpha) -> Tensor:
+    """``lerp(host, seed, alpha)``: the host at alpha 0 and the seed at alpha 1, exactly.
+
+    Args:
+        host_features: host activations, e.g. ``(B, C, H, W)`` or ``(B, T, C)``.
+        seed_features: seed activations of the same shape, any float dtype.
+        alpha: float, 0-dim tensor, ``[1]`` or per-sample ``[B, 1, 1, 1]`` / ``[B, 1, 1]``;
+            clamped to [0, 1].
+    """
+    weight = _weight_for(_clamped(alpha), host_features)
+    return torch.lerp(host_features, _like(seed_features, host_features), weight)
+
+
+def multiply_valve_multiplier(alpha: Alpha, seed_modulation: Tensor) -> Tensor:
+    """``1 + alpha * tanh(m)``: a multiplier bounded in [1 - alpha, 1 + alpha]."""
+    return 1.0 + _clamped(alpha) * torch.tanh(seed_modulation)
+
+
+def blend_multiply(
+    host_features: Tensor,
+    seed_features: Tensor,
+    alpha: Alpha,
+    *,
+    seed_input: Tensor | None = None,
+) -> Tensor:
+    """``h * (1 + alpha * tanh(s - ref))`` with ``ref = seed_input`` if given, else ``h``.
+
+    A residual seed that starts as the identity (``s == seed_input``) leaves the host unchanged
+    at any alpha; alpha 0 is the host exactly.
+    """
+    seed = _like(seed_features, host_features)
+    ref = host_features if seed_input is None else _like(seed_input, host_features)
+    weight = _weight_for(_clamped(alpha), host_features)
+    return host_features * (1.0 + weight * torch.tanh(seed - ref))
+
+
+def gate_effective_alpha(alpha: Alpha, gate: Tensor) -> Tensor:
+    """``clamp(clamp(alpha) * clamp(gate))`` in [0, 1], shaped like ``gate``."""
+    return (_clamped(alpha) * gate.clamp(0.0, 1.0)).clamp(0.0, 1.0)
+
+
+def blend_gate(host_features: Tensor, seed_features: Tensor, alpha: Alpha, gate: Tensor) -> Tensor:
+    """Lerp with the gated alpha: per-sample ``gate`` (e.g. ``[B, 1, 1, 1]``) scales alpha."""
+    weight = _weight_for(gate_effective_alpha(alpha, gate), host_features)
+    return torch.lerp(host_features, _like(seed_features, host_features), weight)

@@ -1,0 +1,535 @@
+"""``SeedSlot``: one injection point where a seed germinates, learns, blends and is kept or pruned.
+
+The lifecycle lives in named methods (``germinate``, ``advance_stage``, ``prune``,
+``step_epoch``, ``set_alpha``, ``set_alpha_target``); ``forward`` never changes state. Every
+refused call raises before it mutates anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from esper.errors import IllegalTransitionError, ShapeError
+from esper.kasmina.blending import GatedBlend
+from esper.kasmina.blueprints import BlueprintRegistry
+from esper.kasmina.gates import GateResult, QualityGates, SeedMetrics
+from esper.kasmina.isolation import ste_forward
+from esper.kasmina.slot_state import SlotState
+from esper.leyline.alpha import AlphaAlgorithm, AlphaCurve
+from esper.leyline.stages import SeedStage, is_failure_stage, is_valid_transition
+
+__all__ = ["GateResult", "QualityGates", "SeedMetrics", "SeedSlot"]
+
+# Forward modes, fixed at each stage change so the forward is a couple of int compares.
+_PASS, _INCUBATE, _BLEND = 0, 1, 2
+_NEXT_STAGE = {
+    SeedStage.GERMINATED: SeedStage.TRAINING,
+    SeedStage.TRAINING: SeedStage.BLENDING,
+    SeedStage.BLENDING: SeedStage.HOLDING,
+    SeedStage.HOLDING: SeedStage.FOSSILIZED,
+}
+_GATE_NAMES = {
+    SeedStage.TRAINING: "G1",
+    SeedStage.BLENDING: "G2",
+    SeedStage.HOLDING: "G3",
+    SeedStage.FOSSILIZED: "G5",
+}
+
+
+class SeedSlot(nn.Module):
+    """An injection point in a host that can hold one seed.
+
+    Args:
+        slot_id: id such as ``"r0c1"``.
+        channels: feature width at this point (``C`` of ``(B, C, H, W)`` or ``(B, T, C)``).
+        topology: ``"cnn"`` or ``"transformer"``.
+        gates: quality-gate thresholds.
+        isolate_blend_input: detach the seed's input in BLENDING and HOLDING (default: True
+            for CNN hosts, False for transformer hosts, whose seeds co-adapt).
+    """
+
+    alpha_tensor: Tensor
+    _like: Tensor
+    seed: nn.Module | None
+    gate: GatedBlend | None
+
+    def __init__(
+        self,
+        slot_id: str,
+        channels: int,
+        topology: str = "cnn",
+        *,
+        gates: QualityGates | None = None,
+        isolate_blend_input: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if topology not in ("cnn", "transformer"):
+            raise ValueError(f"topology must be 'cnn' or 'transformer', got {topology!r}")
+        if channels < 1:
+            raise ValueError(f"slot {slot_id!r} needs channels >= 1, got {channels!r}")
+        self.slot_id = slot_id
+        self.channels = channels
+        self.topology = topology
+        self.gates = gates or QualityGates()
+        self._isolate = topology == "cnn" if isolate_blend_input is None else isolate_blend_input
+        self.state = SlotState()
+        self.register_module("seed", None)
+        self.register_module("gate", None)
+        # The checkpointed alpha: a 0-dim fp32 buffer updated in place (kept fp32 by _apply).
+        self.register_buffer("alpha_tensor", torch.zeros(()))
+        # Follows model.to(device/dtype): where and in what dtype new seeds are built.
+        self.register_buffer("_like", torch.zeros(()), persistent=False)
+        self._alpha_cache: dict[torch.dtype, Tensor] = {}
+        self._alpha_override: Tensor | None = None
+        self._grad_hooks: list[Any] = []
+        self._grad_events = 0
+        self._grad_finite: Tensor | None = None
+        self._mode = _PASS
+        self.active = False
+        self._detach_input = True
+
+    # ----------------------------------------------------------------- read-only views
+    @property
+    def stage(self) -> SeedStage:
+        """Lifecycle stage (DORMANT when empty)."""
+        return self.state.stage
+
+    @property
+    def alpha(self) -> float:
+        """Current blend weight in [0, 1]."""
+        return self.state.alpha_controller.alpha
+
+    @property
+    def alpha_controller(self) -> Any:
+        """The alpha schedule (an :class:`~esper.kasmina.alpha_controller.AlphaController`)."""
+        return self.state.alpha_controller
+
+    @property
+    def alpha_algorithm(self) -> AlphaAlgorithm:
+        return self.state.alpha_algorithm
+
+    @property
+    def isolate_blend_input(self) -> bool:
+        """Whether the seed's input is detached in BLENDING and HOLDING."""
+        return self._isolate
+
+    @isolate_blend_input.setter
+    def isolate_blend_input(self, value: bool) -> None:
+        self._isolate = bool(value)
+        self._refresh_mode()
+
+    @property
+    def seed_params(self) -> int:
+        """Parameters of the seed and its gate (0 when empty)."""
+        return sum(p.numel() for p in self.seed_parameters())
+
+    def seed_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the seed and, for GATE, its gate network."""
+        for module in (self.seed, self.gate):
+            if module is not None:
+                yield from module.parameters()
+
+    # ----------------------------------------------------------------- lifecycle
+    def germinate(
+        self,
+        blueprint_id: str,
+        seed_id: str | None = None,
+        *,
+        alpha_algorithm: AlphaAlgorithm = AlphaAlgorithm.ADD,
+        alpha_curve: AlphaCurve = AlphaCurve.LINEAR,
+        blend_tempo_epochs: int = 5,
+        blueprint_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        """Build a seed from ``blueprint_id`` in this empty slot; the slot becomes GERMINATED."""
+        if self.state.stage != SeedStage.DORMANT:
+            raise IllegalTransitionError(
+                f"slot {self.slot_id!r} is {self.state.stage.name}, not DORMANT: germinate "
+                f"needs an empty slot (prune the seed, wait out the embargo, or pick another slot)"
+            )
+        algorithm, curve = _enum(AlphaAlgorithm, alpha_algorithm), _enum(AlphaCurve, alpha_curve)
+        if isinstance(blend_tempo_epochs, bool) or not isinstance(blend_tempo_epochs, int) or (
+            blend_tempo_epochs < 1
+        ):
+            raise ValueError(f"blend_tempo_epochs must be an int >= 1, got {blend_tempo_epochs!r}")
+        kwargs = dict(blueprint_kwargs or {})
+        seed = BlueprintRegistry.create(self.topology, blueprint_id, self.channels, **kwargs)
+        st = self.state
+        self._install(seed, algorithm)
+        st.germinations += 1
+        st.seed_id = seed_id or f"{self.slot_id}-{blueprint_id}-{st.germinations}"
+        st.blueprint_id, st.blueprint_kwargs = blueprint_id, kwargs
+        st.alpha_algorithm, st.blend_tempo_epochs = algorithm, blend_tempo_epochs
+        st.metrics = SeedMetrics()
+        st.alpha_controller.alpha_curve = curve
+        self._set_stage(SeedStage.GERMINATED)
+
+    def advance_stage(self, target_stage: SeedStage | None = None) -> GateResult:
+        """Move to ``target_stage`` (default: the next stage) if its gate passes.
+
+        A failed gate changes nothing and lists the failed checks. A target that is not a
+        legal move from the current stage raises :class:`IllegalTransitionError`.
+        """
+        current = self.state.stage
+        target = self._resolve_target(current, target_stage)
+        if target == SeedStage.PRUNED:
+            self.prune("advance_stage(PRUNED)")
+            return GateResult(True, "prune", target)
+        failed = self._check_gate(current, target)
+        gate = "G4" if target == SeedStage.BLENDING and current == SeedStage.HOLDING else (
+            _GATE_NAMES[target]
+        )
+        if failed:
+            return GateResult(False, gate, target, tuple(failed))
+        if target == SeedStage.BLENDING:
+            ctl = self.state.alpha_controller
+            ctl.hold_at(ctl.alpha)
+            ctl.retarget(alpha_target=1.0, alpha_steps_total=self.state.blend_tempo_epochs)
+            self._write_alpha(ctl.alpha)
+        self._set_stage(target)
+        return GateResult(True, gate, target)
+
+    def set_alpha_target(
+        self, alpha_target: float, *, steps: int, alpha_curve: AlphaCurve | None = None
+    ) -> None:
+        """Ramp alpha to ``alpha_target`` over ``steps`` epochs (BLENDING, or HOLDING -> BLENDING)."""
+        stage = self.state.stage
+        if stage not in (SeedStage.BLENDING, SeedStage.HOLDING):
+            raise IllegalTransitionError(
+                f"slot {self.slot_id!r} is {stage.name}: set_alpha_target needs BLENDING or HOLDING"
+            )
+        probe = self.state.alpha_controller.to_dict()
+        ctl = type(self.state.alpha_controller).from_dict(probe)
+        ctl.hold_at(ctl.alpha)
+        ctl.retarget(alpha_target=alpha_target, alpha_steps_total=steps, alpha_curve=alpha_curve)
+        self.state.alpha_controller = ctl  # validated on a copy first: a bad value changes nothing
+        self._write_alpha(ctl.alpha)
+        if stage == SeedStage.HOLDING:
+            self._set_stage(SeedStage.BLENDING)
+
+    def prune(self, reason: str = "") -> bool:
+        """Remove the seed; True if one was removed, False if there was none (empty or failed).
+
+        Pruning a FOSSILIZED seed raises :class:`IllegalTransitionError`.
+        """
+        stage = self.state.stage
+        if stage == SeedStage.FOSSILIZED:
+            raise IllegalTransitionError(
+                f"slot {self.slot_id!r} holds a FOSSILIZED seed, which is permanent and cannot be pruned"
+            )
+        if stage == SeedStage.DORMANT or is_failure_stage(stage):
+            return False
+        self._uninstall()
+        self.state.metrics.prune_reason = reason
+        self.state.blueprint_id, self.state.blueprint_kwargs = None, {}
+        self.state.alpha_controller.hold_at(0.0)
+        self._write_alpha(0.0)
+        self._set_stage(SeedStage.PRUNED)
+        return True
+
+    def step_epoch(self) -> None:
+        """One host epoch: tick the alpha ramp while BLENDING and the embargo after a prune.
+
+        Materialises the gradient statistics gathered during backward (one host sync).
+        """
+        st = self.state
+        stage = st.stage
+        st.epochs_in_stage += 1
+        if self.seed is not None:
+            st.metrics.epochs_total += 1
+        if stage == SeedStage.TRAINING:
+            self._collect_grad_stats()
+        elif stage == SeedStage.BLENDING:
+            st.alpha_controller.step()
+            self._write_alpha(st.alpha_controller.alpha)
+        elif stage == SeedStage.PRUNED:
+            st.embargo_remaining = self.gates.embargo_epochs
+            self._set_stage(SeedStage.EMBARGOED)
+        elif stage == SeedStage.EMBARGOED:
+            st.embargo_remaining = max(st.embargo_remaining - 1, 0)
+            if st.embargo_remaining == 0:
+                self._set_stage(SeedStage.RESETTING)
+        elif stage == SeedStage.RESETTING:
+            st.seed_id, st.metrics = None, SeedMetrics()
+            self._set_stage(SeedStage.DORMANT)
+
+    def set_alpha(self, value: float) -> None:
+        """Hold alpha at ``value`` clamped to [0, 1] (cancels a ramp); NaN is a ValueError."""
+        self.state.alpha_controller.hold_at(value)
+        self._write_alpha(self.state.alpha_controller.alpha)
+
+    def record_contribution(self, value: float) -> None:
+        """Set the seed's measured counterfactual contribution and append it to its history."""
+        self.state.metrics.counterfactual_contribution = float(value)
+        self.state.metrics.history.append(float(value))
+
+    @contextmanager
+    def force_alpha(self, alpha: Tensor | float) -> Iterator[None]:
+        """Use ``alpha`` (a float, 0-dim or per-sample tensor) as the blend weight inside the block.
+
+        For counterfactual evaluation: nothing about the slot's state changes.
+        """
+        weight = torch.as_tensor(alpha, dtype=torch.float32, device=self.alpha_tensor.device)
+        previous, self._alpha_override = self._alpha_override, weight.clamp(0.0, 1.0)
+        try:
+            yield
+        finally:
+            self._alpha_override = previous
+
+    # ----------------------------------------------------------------- forward (hot path)
+    def forward(self, host_features: Tensor) -> Tensor:
+        """Host features in, host-or-blended features out, same shape, dtype and memory format."""
+        mode = self._mode
+        if mode == _PASS:
+            return host_features
+        self._check_features(host_features)
+        seed = self.seed
+        assert seed is not None  # _mode is _PASS whenever the slot is empty
+        if mode == _INCUBATE:
+            return ste_forward(host_features, seed(host_features.detach()))
+        seed_in = host_features.detach() if self._detach_input else host_features
+        seed_out = seed(seed_in)
+        if seed_out.dtype != host_features.dtype:
+            seed_out = seed_out.to(host_features.dtype)
+        weight = self._weight(host_features)
+        algorithm = self.state.alpha_algorithm
+        if algorithm == AlphaAlgorithm.ADD:
+            return torch.lerp(host_features, seed_out, weight)
+        if algorithm == AlphaAlgorithm.MULTIPLY:
+            return host_features * (1.0 + weight * torch.tanh(seed_out - seed_in))
+        assert self.gate is not None
+        gate = self.gate.get_alpha_for_blend(seed_in)
+        if gate.dtype != host_features.dtype:
+            gate = gate.to(host_features.dtype)
+        return torch.lerp(host_features, seed_out, weight * gate)
+
+    def _weight(self, x: Tensor) -> Tensor:
+        """The lerp weight: an override, else alpha cached in ``x``'s dtype (no per-call cast)."""
+        override = self._alpha_override
+        if override is not None:
+            return override if override.dim() == 0 or override.dtype == x.dtype else override.to(
+                x.dtype
+            )
+        if torch.compiler.is_compiling():
+            return self.alpha_tensor  # a graph input: in-place updates need no recompile
+        weight = self._alpha_cache.get(x.dtype)
+        if weight is None:  # first time this dtype is seen: one small allocation
+            weight = self.alpha_tensor.to(x.dtype)
+            self._alpha_cache[x.dtype] = weight
+        return weight
+
+    def _check_features(self, x: Tensor) -> None:
+        expected_dim = 4 if self.topology == "cnn" else 3
+        width = x.shape[1] if self.topology == "cnn" else x.shape[-1]
+        if x.dim() != expected_dim or width != self.channels:
+            layout = "(B, C, H, W)" if self.topology == "cnn" else "(B, T, C)"
+            raise ShapeError(
+                f"slot {self.slot_id!r} expects features {layout} with C={self.channels}, "
+                f"got shape {tuple(x.shape)}"
+            )
+
+    # ----------------------------------------------------------------- internals
+    def _resolve_target(self, current: SeedStage, target: SeedStage | None) -> SeedStage:
+        if target is None:
+            nxt = _NEXT_STAGE.get(current)
+            if nxt is None:
+                raise IllegalTransitionError(
+                    f"slot {self.slot_id!r} is {current.name}: there is no next stage to advance to"
+                )
+            return nxt
+        target = _enum(SeedStage, target)
+        if not is_valid_transition(current, target):
+            raise IllegalTransitionError(
+                f"slot {self.slot_id!r} cannot go {current.name} -> {target.name}; allowed from "
+                f"{current.name}: {sorted(s.name for s in _allowed(current))}"
+            )
+        if is_failure_stage(current):
+            raise IllegalTransitionError(
+                f"slot {self.slot_id!r} is {current.name}: the embargo advances with step_epoch()"
+            )
+        return target
+
+    def _check_gate(self, current: SeedStage, target: SeedStage) -> list[str]:
+        """Failed checks for ``current -> target`` (empty list: the gate passes)."""
+        g, st, failed = self.gates, self.state, []
+        strict = not g.permissive
+        if self.seed is None:
+            failed.append("no seed in the slot")
+        if target == SeedStage.BLENDING and current == SeedStage.TRAINING:
+            self._collect_grad_stats()
+            m = st.metrics
+            if strict and st.epochs_in_stage < g.min_training_epochs:
+                failed.append(
+                    f"trained {st.epochs_in_stage} epochs in TRAINING, needs {g.min_training_epochs}"
+                )
+            if any(True for _ in self.seed_parameters()) and m.grad_steps_finite == 0:
+                failed.append(
+                    f"no backward has reached every seed parameter with finite gradients since "
+                    f"TRAINING began ({m.grad_steps} backward(s) seen)"
+                )
+        elif target == SeedStage.HOLDING and not st.alpha_controller.at_target:
+            ctl = st.alpha_controller
+            failed.append(f"alpha {ctl.alpha:.4f} has not reached its target {ctl.alpha_target:.4f}")
+        elif target == SeedStage.FOSSILIZED:
+            failed.extend(self._fossilize_checks(strict))
+        return failed
+
+    def _fossilize_checks(self, strict: bool) -> list[str]:
+        g, st = self.gates, self.state
+        c = st.metrics.counterfactual_contribution
+        failed = []
+        if strict and st.epochs_in_stage < g.min_holding_epochs:
+            failed.append(
+                f"held {st.epochs_in_stage} epochs in HOLDING, needs {g.min_holding_epochs}"
+            )
+        if c is None:
+            if strict:
+                failed.append("counterfactual contribution has not been measured")
+        elif c != c:
+            failed.append("counterfactual contribution is NaN")
+        elif strict and not c > g.min_fossilize_contribution:
+            failed.append(f"contribution {c:.4g} is not above {g.min_fossilize_contribution:.4g}")
+        return failed
+
+    def _set_stage(self, stage: SeedStage) -> None:
+        if self.state.stage == SeedStage.TRAINING and stage != SeedStage.TRAINING:
+            self._collect_grad_stats()
+            self._remove_grad_hooks()
+        self.state.stage = stage
+        self.state.epochs_in_stage = 0
+        if stage == SeedStage.TRAINING:
+            self._add_grad_hooks()
+        self._refresh_mode()
+
+    def _refresh_mode(self) -> None:
+        stage = self.state.stage
+        if self.seed is None or stage in (SeedStage.DORMANT, SeedStage.GERMINATED):
+            self._mode = _PASS
+        elif stage == SeedStage.TRAINING:
+            self._mode = _INCUBATE
+        elif stage in (SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED):
+            self._mode = _BLEND
+        else:
+            self._mode = _PASS
+        self._detach_input = self._isolate and stage != SeedStage.FOSSILIZED
+        self.active = self._mode != _PASS
+
+    def _install(self, seed: nn.Module, algorithm: AlphaAlgorithm) -> None:
+        like = self._like
+        self.seed = seed.to(device=like.device, dtype=like.dtype)
+        self.gate = None
+        if algorithm == AlphaAlgorithm.GATE:
+            gate = GatedBlend(self.channels, self.topology)
+            self.gate = gate.to(device=like.device, dtype=like.dtype)
+
+    def _uninstall(self) -> None:
+        self._remove_grad_hooks()
+        self.seed = None
+        self.gate = None
+
+    def _write_alpha(self, value: float) -> None:
+        """Update the alpha buffer and its per-dtype copies in place (no allocation)."""
+        with torch.no_grad():
+            self.alpha_tensor.fill_(value)
+            for cached in self._alpha_cache.values():
+                cached.fill_(value)
+
+    # Gradient statistics: post-accumulate-grad hooks count, on the device, the finite gradients
+    # each seed parameter received; step_epoch() reads the counts (one host sync per epoch).
+    def _add_grad_hooks(self) -> None:
+        self._remove_grad_hooks()
+        params = [p for p in self.seed_parameters() if p.requires_grad]
+        if not params:
+            return
+        self._grad_finite = torch.zeros(len(params), device=params[0].device)
+        for i, p in enumerate(params):
+            self._grad_hooks.append(p.register_post_accumulate_grad_hook(self._grad_hook(i)))
+
+    def _grad_hook(self, index: int) -> Any:
+        def hook(param: Tensor) -> None:
+            if param.grad is None or self._grad_finite is None:
+                return
+            self._grad_finite[index] += torch.isfinite(param.grad).all()
+            if index == 0:
+                self._grad_events += 1
+
+        return hook
+
+    def _collect_grad_stats(self) -> None:
+        if self._grad_events == 0 or self._grad_finite is None:
+            return
+        finite = int(self._grad_finite.min().item())  # host sync, once per epoch
+        self.state.metrics.grad_steps += self._grad_events
+        self.state.metrics.grad_steps_finite += finite
+        self._grad_events = 0
+        self._grad_finite.zero_()
+
+    def _remove_grad_hooks(self) -> None:
+        for handle in self._grad_hooks:
+            handle.remove()
+        self._grad_hooks.clear()
+        self._grad_finite = None
+        self._grad_events = 0
+
+    # ----------------------------------------------------------------- module plumbing
+    def _apply(self, fn: Any, recurse: bool = True) -> SeedSlot:
+        """Follow ``.to()``/``.half()`` but keep the alpha buffer fp32 and drop stale copies."""
+        super()._apply(fn, recurse)
+        if self.alpha_tensor.dtype != torch.float32:
+            self.alpha_tensor = self.alpha_tensor.float()
+        self._alpha_cache.clear()
+        return self
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """Stage, blueprint, alpha schedule and metrics as primitives."""
+        return self.state.to_dict()
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore the slot from a checkpoint, rebuilding its seed (before its weights load)."""
+        new = SlotState.from_dict(state, self.slot_id)
+        if new.blueprint_id is not None:
+            BlueprintRegistry.get(self.topology, new.blueprint_id)
+        self._remove_grad_hooks()
+        same_seed = (
+            self.seed is not None
+            and self.state.blueprint_id == new.blueprint_id
+            and self.state.blueprint_kwargs == new.blueprint_kwargs
+            and self.state.alpha_algorithm == new.alpha_algorithm
+        )
+        if new.blueprint_id is None:
+            self._uninstall()
+        elif not same_seed:
+            seed = BlueprintRegistry.create(
+                self.topology, new.blueprint_id, self.channels, **new.blueprint_kwargs
+            )
+            self._install(seed, new.alpha_algorithm)
+        self.state = new
+        self._write_alpha(new.alpha_controller.alpha)
+        if new.stage == SeedStage.TRAINING:
+            self._add_grad_hooks()
+        self._refresh_mode()
+
+    def extra_repr(self) -> str:
+        return (
+            f"slot_id={self.slot_id!r}, channels={self.channels}, stage={self.stage.name}, "
+            f"blueprint={self.state.blueprint_id!r}, alpha={self.alpha:.3f}"
+        )
+
+
+def _allowed(stage: SeedStage) -> frozenset[SeedStage]:
+    from esper.leyline.stages import VALID_TRANSITIONS
+
+    return VALID_TRANSITIONS[stage]
+
+
+def _enum(kind: Any, value: Any) -> Any:
+    """``kind(value)`` with an error that lists the valid members."""
+    try:
+        return kind(value)
+    except ValueError:
+        names = [m.name for m in kind]
+        raise ValueError(f"{value!r} is not a valid {kind.__name__}; valid: {names}") from None
