@@ -1,0 +1,168 @@
+"""The heuristic controller: germinate on a plateau, advance through passing gates, keep contributors.
+
+Each epoch it takes the first of these that applies:
+1. prune a seed whose contribution stayed negative for ``prune_patience`` measurements, or whose
+   stage stalled (longer in a stage than its budget);
+2. fossilize a HOLDING seed whose gate passes;
+3. advance a seed whose next gate passes;
+4. germinate when validation accuracy has plateaued, no seed is in flight, a slot is free, and
+   the parameter budget allows, rotating blueprints and skipping ones that were pruned;
+5. wait.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from esper.leyline.actions import WAIT, Action, LifecycleOp
+from esper.leyline.alpha import AlphaAlgorithm, AlphaCurve
+from esper.leyline.observation import Observation, SlotObservation
+from esper.leyline.stages import SeedStage
+
+__all__ = ["DEFAULT_ROTATION", "HeuristicConfig", "HeuristicPolicy"]
+
+DEFAULT_ROTATION: dict[str, tuple[str, ...]] = {
+    "cnn": ("conv_heavy", "conv_light", "bottleneck", "depthwise", "attention", "conv_small", "norm"),
+    "transformer": ("mlp", "attention", "lora_large", "mlp_small", "lora", "norm"),
+}
+"""Blueprint order per topology: the most capable first (growth is for adding capacity)."""
+
+_IN_FLIGHT = (SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING)
+
+
+@dataclass(frozen=True)
+class HeuristicConfig:
+    """Knobs of the heuristic.
+
+    Attributes:
+        plateau_window: epochs without improvement (beyond ``plateau_min_delta``) that make a
+            plateau.
+        plateau_min_delta: accuracy gain that counts as improvement.
+        prune_patience: consecutive negative contributions that prune a seed.
+        stall_epochs: extra epochs a seed may spend in a stage beyond its expected length.
+        max_in_flight: seeds between germination and fossilization at once.
+        blend_tempo_epochs: alpha ramp length for new seeds.
+        blueprints: blueprint rotation (default: ``DEFAULT_ROTATION`` for the topology).
+        blueprint_penalty: rotation slots a blueprint loses each time one of its seeds is pruned.
+    """
+
+    plateau_window: int = 3
+    plateau_min_delta: float = 0.005
+    prune_patience: int = 2
+    stall_epochs: int = 4
+    max_in_flight: int = 1
+    blend_tempo_epochs: int = 5
+    blueprints: tuple[str, ...] | None = None
+    blueprint_penalty: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("plateau_window", "prune_patience", "max_in_flight", "blend_tempo_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"HeuristicConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.stall_epochs < 0 or self.plateau_min_delta < 0 or self.blueprint_penalty < 0:
+            raise ValueError(
+                "HeuristicConfig.stall_epochs, plateau_min_delta and blueprint_penalty must be >= 0"
+            )
+
+
+class HeuristicPolicy:
+    """Rule-based controller (see the module docstring for the rules, in priority order)."""
+
+    name = "heuristic"
+
+    def __init__(self, config: HeuristicConfig | None = None) -> None:
+        self.config = config or HeuristicConfig()
+        self.penalties: dict[str, int] = {}
+        self.germinated = 0
+        self._pending_prunes: dict[str, str] = {}
+
+    def decide(self, observation: Observation) -> Action:
+        obs, cfg = observation, self.config
+        for slot in obs.slots:
+            if slot.stage in _IN_FLIGHT and self._should_prune(slot, obs):
+                self._penalise(slot.blueprint)
+                return Action(LifecycleOp.PRUNE, slot=slot.slot_id)
+        for slot in obs.slots:
+            if slot.stage == SeedStage.HOLDING and slot.gate_ready:
+                return Action(LifecycleOp.FOSSILIZE, slot=slot.slot_id)
+        for slot in obs.slots:
+            if (
+                slot.stage in (SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING)
+                and slot.gate_ready
+            ):
+                return Action(LifecycleOp.ADVANCE, slot=slot.slot_id)
+        in_flight = sum(s.stage in _IN_FLIGHT for s in obs.slots)
+        if in_flight < cfg.max_in_flight and obs.plateau_epochs(cfg.plateau_min_delta) >= cfg.plateau_window:
+            return self._germinate(obs)
+        return WAIT
+
+    def _should_prune(self, slot: SlotObservation, obs: Observation) -> bool:
+        recent = slot.contribution_history[-self.config.prune_patience :]
+        blended = slot.stage in (SeedStage.BLENDING, SeedStage.HOLDING)
+        if blended and len(recent) == self.config.prune_patience and all(c < 0 for c in recent):
+            return True
+        return slot.epochs_in_stage > self._stage_budget(slot)
+
+    def _stage_budget(self, slot: SlotObservation) -> int:
+        extra = self.config.stall_epochs
+        if slot.stage == SeedStage.BLENDING:
+            return self.config.blend_tempo_epochs + extra
+        if slot.stage == SeedStage.TRAINING:
+            return 3 + extra
+        return 1 + extra
+
+    def _germinate(self, obs: Observation) -> Action:
+        free = [s for s in obs.slots if s.stage == SeedStage.DORMANT]
+        if not free:
+            return WAIT
+        slot = free[self.germinated % len(free)]
+        blueprint = self._pick_blueprint(obs, slot.slot_id)
+        if blueprint is None:
+            return WAIT
+        self.germinated += 1
+        return Action(
+            LifecycleOp.GERMINATE,
+            slot=slot.slot_id,
+            blueprint=blueprint,
+            alpha_algorithm=AlphaAlgorithm.ADD,
+            alpha_curve=AlphaCurve.LINEAR,
+            tempo_epochs=self.config.blend_tempo_epochs,
+        )
+
+    def _pick_blueprint(self, obs: Observation, slot_id: str) -> str | None:
+        """The next blueprint in the rotation, pushed back by prune penalties, within budget."""
+        rotation = self.config.blueprints or DEFAULT_ROTATION[obs.topology]
+        allowed = [b for b in rotation if b in obs.blueprints]
+        costs = obs.blueprint_params.get(slot_id, {})
+        if obs.max_seed_params is not None:
+            room = obs.max_seed_params - obs.seed_params
+            allowed = [b for b in allowed if costs.get(b, 0) <= room]
+        if not allowed:
+            return None
+        start = self.germinated % len(allowed)
+        order = allowed[start:] + allowed[:start]
+        return min(
+            order, key=lambda b: (self.penalties.get(b, 0) * self.config.blueprint_penalty, order.index(b))
+        )
+
+    def _penalise(self, blueprint: str | None) -> None:
+        if blueprint is not None:
+            self.penalties[blueprint] = self.penalties.get(blueprint, 0) + 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "penalties": dict(self.penalties),
+            "germinated": self.germinated,
+            "config": _config_dict(self.config),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.penalties = {str(k): int(v) for k, v in state["penalties"].items()}
+        self.germinated = int(state["germinated"])
+
+
+def _config_dict(config: HeuristicConfig) -> dict[str, Any]:
+    data = asdict(config)
+    data["blueprints"] = list(config.blueprints) if config.blueprints else None
+    return data

@@ -1,0 +1,74 @@
+"""Checkpoints: atomic writes, ``weights_only`` loads, and rebuilding a grown model from one file."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from esper.errors import CheckpointError
+from esper.kasmina.model import MorphogeneticModel
+from esper.nissa.io import atomic_write_bytes
+
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "load_checkpoint", "load_grown", "save_checkpoint"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = "esper-checkpoint-v1"
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (tensors and primitives only) atomically: a kill never leaves half a file."""
+    buffer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **payload}, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory holding ``checkpoint.pt``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / CHECKPOINT_NAME
+    if not p.is_file():
+        raise CheckpointError(
+            f"no checkpoint at {str(p)!r}: pass a run directory that holds {CHECKPOINT_NAME} "
+            f"or the checkpoint file itself"
+        )
+    return p
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; a corrupt or foreign file is a CheckpointError."""
+    p = resolve_checkpoint_path(path)
+    try:
+        data = torch.load(p, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {str(p)!r} is corrupt or unreadable: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{str(p)!r} is not an Esper checkpoint (expected format {CHECKPOINT_FORMAT!r})"
+        )
+    return data
+
+
+def load_grown(path: str | Path, map_location: str | torch.device = "cpu") -> MorphogeneticModel:
+    """Rebuild the grown model (host + seeds, in their stages) from a run's checkpoint alone.
+
+    Args:
+        path: a run directory or a ``checkpoint.pt``.
+        map_location: where to put the weights.
+
+    Returns:
+        the model in eval mode.
+    """
+    data = load_checkpoint(path, map_location)
+    try:
+        config, state = data["model_config"], data["model"]
+    except KeyError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} has no model: missing {exc}") from exc
+    model = MorphogeneticModel.from_config(config)
+    model.load_state_dict(state)
+    return model.to(map_location).eval()

@@ -1,0 +1,176 @@
+"""The run configuration: one frozen dataclass, validated as a whole before training starts.
+
+Configs flow one way: config file -> CLI flags (which override it) -> ``RunConfig`` -> the
+component configs. Unknown keys and wrong types are errors, all reported at once.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+import types
+import typing
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from esper.errors import ConfigError, did_you_mean
+
+__all__ = ["AMP_MODES", "CONTROLLERS", "RunConfig", "load_config_file"]
+
+CONTROLLERS: tuple[str, ...] = ("heuristic", "static", "random")
+AMP_MODES: tuple[str, ...] = ("auto", "none", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run (primitives only, so it goes into checkpoints).
+
+    ``None`` means "the task's default" for ``epochs``, ``lr`` and ``batch_size``.
+    """
+
+    task: str = "digits"
+    controller: str = "heuristic"
+    epochs: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"
+    compile: bool = False
+    compile_backend: str = "inductor"
+    lr: float | None = None
+    weight_decay: float = 1e-4
+    batch_size: int | None = None
+    grad_clip: float = 5.0
+    checkpoint_every: int = 1
+    out: str | None = None
+    data_dir: str | None = None
+    text_file: str | None = None
+    tensorboard: bool = False
+    quiet: bool = False
+    slots: list[str] | None = None
+    max_seed_params: int | None = None
+    plateau_window: int = 3
+    plateau_min_delta: float = 0.005
+    min_training_epochs: int = 3
+    min_holding_epochs: int = 1
+    embargo_epochs: int = 5
+    blend_tempo_epochs: int = 5
+    governor_spike_factor: float = 3.0
+    governor_window: int = 5
+    blueprints: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        problems = _type_problems(self) + _value_problems(self)
+        if problems:
+            raise ConfigError("invalid run config:\n  - " + "\n  - ".join(problems))
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> RunConfig:
+        """Build from a dict; unknown keys are reported together with every other problem."""
+        known = [f.name for f in fields(cls)]
+        unknown = [
+            f"unknown key {k!r}." + did_you_mean(k, known) + f" Valid keys: {', '.join(known)}"
+            for k in data
+            if k not in known
+        ]
+        if unknown:
+            good = {k: v for k, v in data.items() if k in known}
+            try:
+                cls(**good)
+            except ConfigError as exc:
+                unknown += str(exc).split("\n  - ")[1:]
+            raise ConfigError("invalid run config:\n  - " + "\n  - ".join(unknown))
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return RunConfig.from_mapping({**self.to_dict(), **changes})
+
+
+def _type_problems(cfg: RunConfig) -> list[str]:
+    hints = get_type_hints(RunConfig)
+    problems = []
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if not _matches(value, hints[f.name]):
+            problems.append(f"{f.name}: expected {_type_name(hints[f.name])}, got {value!r}")
+    return problems
+
+
+def _options(hint: Any) -> tuple[Any, ...]:
+    """The members of a union type, or the type itself."""
+    return get_args(hint) if get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    options = _options(hint)
+    for option in options:
+        if option is type(None) and value is None:
+            return True
+        if get_origin(option) is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return True
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return True
+        if option in (int, str, bool) and type(value) is option:
+            return True
+    return False
+
+
+def _type_name(hint: Any) -> str:
+    names = [str(a) if get_origin(a) else a.__name__.replace("NoneType", "null") for a in _options(hint)]
+    return " or ".join(names)
+
+
+def _value_problems(cfg: RunConfig) -> list[str]:
+    p: list[str] = []
+    if cfg.controller not in CONTROLLERS:
+        p.append(f"controller: {cfg.controller!r} is not one of {list(CONTROLLERS)}")
+    if cfg.amp not in AMP_MODES:
+        p.append(f"amp: {cfg.amp!r} is not one of {list(AMP_MODES)}")
+    for name in (
+        "epochs",
+        "batch_size",
+        "checkpoint_every",
+        "plateau_window",
+        "governor_window",
+        "blend_tempo_epochs",
+        "max_seed_params",
+    ):
+        v = getattr(cfg, name)
+        if isinstance(v, int) and v < 1:
+            p.append(f"{name}: must be >= 1, got {v}")
+    for name in ("min_training_epochs", "min_holding_epochs", "embargo_epochs"):
+        v = getattr(cfg, name)
+        if isinstance(v, int) and v < 0:
+            p.append(f"{name}: must be >= 0, got {v}")
+    for name in ("lr", "weight_decay", "grad_clip", "plateau_min_delta"):
+        v = getattr(cfg, name)
+        if isinstance(v, int | float) and not (v >= 0 and v == v and v != float("inf")):
+            p.append(f"{name}: must be a finite number >= 0, got {v}")
+    if isinstance(cfg.lr, int | float) and cfg.lr == 0:
+        p.append("lr: must be > 0")
+    if isinstance(cfg.governor_spike_factor, int | float) and not cfg.governor_spike_factor > 1:
+        p.append(f"governor_spike_factor: must be > 1, got {cfg.governor_spike_factor}")
+    return p
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or TOML config file into a dict (validated later by ``RunConfig``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        elif p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"config file {str(p)!r} must end in .json or .toml")
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid {p.suffix[1:].upper()}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a table/object of settings")
+    return data

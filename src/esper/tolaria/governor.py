@@ -1,0 +1,53 @@
+"""The governor: detects divergence (NaN/Inf or a loss spike) so the engine can roll back."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Governor"]
+
+
+@dataclass
+class Governor:
+    """Watches the epoch training loss.
+
+    Args:
+        spike_factor: a loss above ``spike_factor`` x the median of the last ``window`` good
+            losses is a spike.
+        window: how many recent good losses the median uses.
+        min_history: spikes are only judged once this many good losses are known.
+    """
+
+    spike_factor: float = 3.0
+    window: int = 5
+    min_history: int = 2
+
+    def __post_init__(self) -> None:
+        self.losses: list[float] = []
+        self.rollbacks = 0
+
+    def verdict(self, loss: float) -> str | None:
+        """Why ``loss`` is bad (``"non-finite loss"`` / ``"loss spike"``), or None when fine."""
+        if not math.isfinite(loss):
+            return f"non-finite loss ({loss})"
+        recent = self.losses[-self.window :]
+        if len(recent) >= self.min_history:
+            median = statistics.median(recent)
+            if loss > self.spike_factor * median:
+                return f"loss spike: {loss:.4g} > {self.spike_factor} x median {median:.4g}"
+        return None
+
+    def accept(self, loss: float) -> None:
+        """Record a good epoch's loss."""
+        self.losses.append(float(loss))
+        del self.losses[: -self.window]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"losses": list(self.losses), "rollbacks": self.rollbacks}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.losses = [float(v) for v in state["losses"]]
+        self.rollbacks = int(state["rollbacks"])
