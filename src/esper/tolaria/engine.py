@@ -72,6 +72,17 @@ class Engine:
         self.model: MorphogeneticModel
         self.trainer: Trainer
 
+    def resolved_config(self) -> RunConfig:
+        """The config with every default filled in (what config.json records)."""
+        return self.config.replace(
+            epochs=self.epochs,
+            lr=self.trainer.optimizers.lr,
+            batch_size=self.task.batch_size,
+            device=str(self.device),
+            amp=self.amp,
+            blueprints=list(self._available_blueprints()),
+        )
+
     # ----------------------------------------------------------------- setup / resume
     def setup(self) -> None:
         """Build a fresh host, model and optimizers from the seed."""

@@ -1,0 +1,29 @@
+"""Build the controller a run config names."""
+
+from __future__ import annotations
+
+from esper.errors import ConfigError
+from esper.leyline.observation import Policy
+from esper.tamiyo.heuristic import HeuristicConfig, HeuristicPolicy
+from esper.tamiyo.simple import RandomPolicy, StaticPolicy
+from esper.tolaria.config import CONTROLLERS, RunConfig
+
+__all__ = ["make_controller"]
+
+
+def make_controller(config: RunConfig) -> Policy:
+    """The controller for ``config.controller`` with its knobs taken from the run config."""
+    if config.controller == "heuristic":
+        return HeuristicPolicy(
+            HeuristicConfig(
+                plateau_window=config.plateau_window,
+                plateau_min_delta=config.plateau_min_delta,
+                blend_tempo_epochs=config.blend_tempo_epochs,
+                blueprints=tuple(config.blueprints) if config.blueprints else None,
+            )
+        )
+    if config.controller == "static":
+        return StaticPolicy()
+    if config.controller == "random":
+        return RandomPolicy(seed=config.seed)
+    raise ConfigError(f"unknown controller {config.controller!r}; valid: {list(CONTROLLERS)}")
