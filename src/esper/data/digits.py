@@ -1,0 +1,50 @@
+"""scikit-learn's bundled 8x8 handwritten digits: the default task, needing no download."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+
+from esper.data.base import ArraySplit
+
+# The split is fixed, independent of any run seed, so every run scores on the same examples.
+SPLIT_SEED = 0
+VAL_FRACTION = 0.2
+NUM_CLASSES = 10
+INPUT_SHAPE = (1, 8, 8)
+
+
+def stratified_split(labels: Tensor, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Indices (train, val), each sorted, with `round(val_fraction * n_c)` of every class c in val.
+
+    Args:
+        labels: integer class labels [N].
+        val_fraction: share of each class that goes to validation, in (0, 1).
+        seed: seeds the per-class shuffles; the same seed always gives the same split.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    train, val = [], []
+    for cls in torch.unique(labels):
+        members = torch.nonzero(labels == cls).flatten()
+        members = members[torch.randperm(members.numel(), generator=generator)]
+        n_val = round(val_fraction * members.numel())
+        val.append(members[:n_val])
+        train.append(members[n_val:])
+    return torch.cat(train).sort().values, torch.cat(val).sort().values
+
+
+@functools.lru_cache(maxsize=1)
+def load_digits_splits() -> tuple[ArraySplit, ArraySplit]:
+    """(train, val) of normalised images [N, 1, 8, 8] float32 and labels [N] int64, cached."""
+    from sklearn.datasets import load_digits  # deferred: importing sklearn takes ~1 s
+
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images).float().div_(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
+    y = torch.from_numpy(bunch.target).long()
+    train_idx, val_idx = stratified_split(y, VAL_FRACTION, SPLIT_SEED)
+    # Statistics from the training split only, so nothing about val leaks into the inputs.
+    mean, std = x[train_idx].mean(), x[train_idx].std()
+    x = (x - mean) / std
+    return ArraySplit(x[train_idx], y[train_idx]), ArraySplit(x[val_idx], y[val_idx])
