@@ -153,8 +153,12 @@ class Engine:
         generator = torch.Generator().manual_seed(_epoch_seed(self.config.seed, epoch))
         train = trainer.train_epoch(self.task.train_batches(generator, self.device))
         verdict = self.governor.verdict(train.loss)
+        rolled_back = False
         if verdict is not None:
             self._rollback(verdict)
+            # Emit the prune now: after step_epoch() the slot is already EMBARGOED.
+            rolled_back = self._emit_changes(before)
+            before = snapshot_slots(model)
         else:
             self.governor.accept(train.loss)
         val = trainer.evaluate(self.task.val_batches(self.device))
@@ -172,7 +176,7 @@ class Engine:
         )
         for slot in model.slots():
             slot.step_epoch()
-        structural = self._emit_changes(before)
+        structural = self._emit_changes(before) or rolled_back
         if verdict is None:
             middle = snapshot_slots(model)
             self._decide()
@@ -260,8 +264,12 @@ class Engine:
             torch._dynamo.reset()
 
     def save(self) -> Path:
-        """Write ``checkpoint.pt`` atomically (model, optimizers, scaler, controller, RNG, config)."""
-        payload = self._capture()
+        """Write ``checkpoint.pt`` atomically (model, optimizers, scaler, controller, RNG, config).
+
+        Reuses the governor's snapshot of this epoch when there is one (no second deep copy).
+        """
+        fresh = self._good_state is not None and self._good_state["epoch"] == self.epoch
+        payload = dict(self._good_state) if fresh and self._good_state is not None else self._capture()
         payload["config"] = self.config.to_dict()
         payload["rng"] = _rng_state()
         return save_checkpoint(self.run_dir / CHECKPOINT_NAME, payload)

@@ -158,9 +158,12 @@ def _forced_alphas(slots: list[SeedSlot], b: int, k: int) -> ExitStack:
 
 
 def counterfactual_slots(model: MorphogeneticModel) -> list[SeedSlot]:
-    """Slots whose seed affects the output: BLENDING, HOLDING and FOSSILIZED."""
-    blended = (SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED)
-    return [s for s in model.slots() if s.stage in blended]
+    """Slots whose contribution drives decisions: BLENDING and HOLDING.
+
+    FOSSILIZED seeds are permanent, so measuring them would cost a validation pass per seed
+    every epoch for a number nobody acts on.
+    """
+    return [s for s in model.slots() if s.stage in (SeedStage.BLENDING, SeedStage.HOLDING)]
 
 
 def _metrics(loss_sum: Tensor, hits: Tensor, count: int) -> EpochMetrics:
