@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 Alpha = Tensor | float
+_is_compiling = torch.compiler.is_compiling
 
 
 def _like(t: Tensor, ref: Tensor) -> Tensor:
@@ -32,8 +33,22 @@ def _like(t: Tensor, ref: Tensor) -> Tensor:
 
 
 def _clamped(alpha: Alpha) -> Alpha:
-    """Alpha clamped to [0, 1]; a Python float stays a float (no tensor is made)."""
+    """Alpha clamped to [0, 1]; a Python float stays a float (no tensor is made).
+
+    A 0-dim CPU alpha already in [0, 1] is returned as is: reading a CPU scalar is no device
+    sync and costs ~0.2 µs, a clamp kernel ~1.8 µs (as much as a lerp over 1e4 elements).
+    Deliberately not done for other devices (a sync), under torch.compile (a graph break) or
+    when the value cannot be read (vmap, fake tensors): those clamp.
+    """
     if isinstance(alpha, Tensor):
+        if alpha.dim() == 0 and alpha.is_cpu and alpha.is_floating_point() and not _is_compiling():
+            try:
+                value = alpha.item()
+            except RuntimeError:
+                pass
+            else:
+                if 0.0 <= value <= 1.0:  # False for NaN: the clamp keeps it NaN
+                    return alpha
         return alpha.clamp(0.0, 1.0)
     if math.isnan(alpha):
         raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")

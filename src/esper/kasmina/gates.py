@@ -36,6 +36,8 @@ class QualityGates:
         c = self.min_fossilize_contribution
         if not isinstance(c, int | float) or c != c:
             raise ValueError(f"QualityGates.min_fossilize_contribution must be a number, got {c!r}")
+        if not isinstance(self.permissive, bool):
+            raise ValueError(f"QualityGates.permissive must be True or False, got {self.permissive!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ from esper.errors import CheckpointError, UnknownSlotError, did_you_mean
 from esper.kasmina.gates import QualityGates
 from esper.kasmina.hosts import HostBase, build_host
 from esper.kasmina.slot import SeedSlot
-from esper.kasmina.slot_state import SlotState
 from esper.leyline.alpha import AlphaAlgorithm, AlphaCurve
 from esper.leyline.stages import SeedStage
 
@@ -182,11 +181,15 @@ class MorphogeneticModel(nn.Module):
                     f"checkpoint has no state for slot {sid!r} (missing {key!r}); "
                     f"it holds slots {saved}"
                 )
-            SlotState.from_dict(state_dict[key], sid)
+            self.slot(sid)._parse_extra_state(state_dict[key])
         backup = {k: v.clone() if isinstance(v, Tensor) else v for k, v in self.state_dict().items()}
+        # The seed modules themselves go back on failure: the optimizer holds their parameters.
+        kept = [(slot, slot.state, slot.seed, slot.gate) for slot in self.slots()]
         try:
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
         except Exception as exc:
+            for slot, state, seed, gate in kept:
+                slot.state, slot.seed, slot.gate = state, seed, gate
             super().load_state_dict(backup)
             raise CheckpointError(f"checkpoint does not fit this model: {exc}") from exc
 

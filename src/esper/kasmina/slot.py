@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from esper.errors import IllegalTransitionError, ShapeError
+from esper.errors import CheckpointError, IllegalTransitionError, ShapeError
 from esper.kasmina.blending import GatedBlend
 from esper.kasmina.blueprints import BlueprintRegistry
 from esper.kasmina.gates import GateResult, QualityGates, SeedMetrics
@@ -168,7 +168,9 @@ class SeedSlot(nn.Module):
         st.blueprint_id, st.blueprint_kwargs = blueprint_id, kwargs
         st.alpha_algorithm, st.blend_tempo_epochs = algorithm, blend_tempo_epochs
         st.metrics = SeedMetrics()
+        st.alpha_controller.hold_at(0.0)  # a new seed starts at alpha 0, whatever was set before
         st.alpha_controller.alpha_curve = curve
+        self._write_alpha(0.0)
         self._set_stage(SeedStage.GERMINATED)
 
     def advance_stage(self, target_stage: SeedStage | None = None) -> GateResult:
@@ -307,9 +309,15 @@ class SeedSlot(nn.Module):
             return ste_forward(host_features, seed(host_features.detach()))
         seed_in = host_features.detach() if self._detach_input else host_features
         seed_out = seed(seed_in)
-        if seed_out.dtype != host_features.dtype:
-            seed_out = seed_out.to(host_features.dtype)
-        weight = self._weight(host_features)
+        dtype = host_features.dtype
+        if seed_out.dtype != dtype:
+            seed_out = seed_out.to(dtype)
+        # Steady state in eager: alpha is cached in this dtype, one dict read; else _weight.
+        weight = None
+        if self._alpha_override is None and not _is_compiling():
+            weight = self._alpha_cache.get(dtype)
+        if weight is None:
+            weight = self._weight(host_features)
         algorithm = self.state.alpha_algorithm
         if algorithm == _ADD:
             return torch.lerp(host_features, seed_out, weight)
@@ -365,6 +373,11 @@ class SeedSlot(nn.Module):
             raise IllegalTransitionError(
                 f"slot {self.slot_id!r} is {current.name}: the embargo advances with step_epoch()"
             )
+        if target == SeedStage.GERMINATED:
+            raise IllegalTransitionError(
+                f"slot {self.slot_id!r} is {current.name}: a seed enters GERMINATED through "
+                f"germinate(blueprint_id), not advance_stage()"
+            )
         return target
 
     def _check_gate(self, current: SeedStage, target: SeedStage) -> list[str]:
@@ -374,16 +387,16 @@ class SeedSlot(nn.Module):
         if self.seed is None:
             failed.append("no seed in the slot")
         if target == SeedStage.BLENDING and current == SeedStage.TRAINING:
-            self._collect_grad_stats()
+            events, finite = self._pending_grad_stats()  # read, not folded in: a gate changes nothing
             m = st.metrics
             if strict and st.epochs_in_stage < g.min_training_epochs:
                 failed.append(
                     f"trained {st.epochs_in_stage} epochs in TRAINING, needs {g.min_training_epochs}"
                 )
-            if any(True for _ in self.seed_parameters()) and m.grad_steps_finite == 0:
+            if self._incubated_params() and m.grad_steps_finite + finite == 0:
                 failed.append(
                     f"no backward has reached every seed parameter with finite gradients since "
-                    f"TRAINING began ({m.grad_steps} backward(s) seen)"
+                    f"TRAINING began ({m.grad_steps + events} backward(s) seen)"
                 )
         elif target == SeedStage.HOLDING and not st.alpha_controller.at_target:
             ctl = st.alpha_controller
@@ -452,11 +465,18 @@ class SeedSlot(nn.Module):
             for cached in self._alpha_cache.values():
                 cached.fill_(value)
 
+    def _incubated_params(self) -> list[nn.Parameter]:
+        """Trainable parameters that TRAINING reaches: the seed's own.
+
+        Not the GATE network: it joins when blending starts, so it gets no gradient before.
+        """
+        return [] if self.seed is None else [p for p in self.seed.parameters() if p.requires_grad]
+
     # Gradient statistics: post-accumulate-grad hooks count, on the device, the finite gradients
     # each seed parameter received; step_epoch() reads the counts (one host sync per epoch).
     def _add_grad_hooks(self) -> None:
         self._remove_grad_hooks()
-        params = [p for p in self.seed_parameters() if p.requires_grad]
+        params = self._incubated_params()
         if not params:
             return
         self._grad_finite = torch.zeros(len(params), device=params[0].device)
@@ -473,13 +493,20 @@ class SeedSlot(nn.Module):
 
         return hook
 
-    def _collect_grad_stats(self) -> None:
+    def _pending_grad_stats(self) -> tuple[int, int]:
+        """Backwards seen since the last collection, and how many were finite (no state change)."""
         if self._grad_events == 0 or self._grad_finite is None:
+            return 0, 0
+        return self._grad_events, int(self._grad_finite.min().item())  # host sync, once per epoch
+
+    def _collect_grad_stats(self) -> None:
+        events, finite = self._pending_grad_stats()
+        if events == 0:
             return
-        finite = int(self._grad_finite.min().item())  # host sync, once per epoch
-        self.state.metrics.grad_steps += self._grad_events
+        self.state.metrics.grad_steps += events
         self.state.metrics.grad_steps_finite += finite
         self._grad_events = 0
+        assert self._grad_finite is not None
         self._grad_finite.zero_()
 
     def _remove_grad_hooks(self) -> None:
@@ -492,21 +519,41 @@ class SeedSlot(nn.Module):
     # ----------------------------------------------------------------- module plumbing
     def _apply(self, fn: Any, recurse: bool = True) -> SeedSlot:
         """Follow ``.to()``/``.half()`` but keep the alpha buffer fp32 and drop stale copies."""
+        alpha = self.alpha_tensor
         super()._apply(fn, recurse)
         if self.alpha_tensor.dtype != torch.float32:
-            self.alpha_tensor = self.alpha_tensor.float()
+            # The fp32 original, moved: converting back from bf16/fp16 would round the value.
+            self.alpha_tensor = alpha.to(self.alpha_tensor.device)
         self._alpha_cache.clear()
         return self
 
     def get_extra_state(self) -> dict[str, Any]:
-        """Stage, blueprint, alpha schedule and metrics as primitives."""
-        return self.state.to_dict()
+        """Stage, blueprint, alpha schedule and metrics as primitives.
+
+        Gradient statistics gathered since the last ``step_epoch()`` are included, so that a
+        checkpoint taken mid-epoch loses no backward.
+        """
+        state = self.state.to_dict()
+        events, finite = self._pending_grad_stats()
+        state["metrics"]["grad_steps"] += events
+        state["metrics"]["grad_steps_finite"] += finite
+        return state
+
+    def _parse_extra_state(self, state: Any) -> SlotState:
+        """A checkpointed state checked against this slot; CheckpointError names the slot."""
+        new = SlotState.from_dict(state, self.slot_id)
+        if new.blueprint_id is not None:
+            try:
+                BlueprintRegistry.get(self.topology, new.blueprint_id)
+            except ValueError as exc:
+                raise CheckpointError(
+                    f"checkpoint state for slot {self.slot_id!r} is corrupted: {exc}"
+                ) from None
+        return new
 
     def set_extra_state(self, state: Any) -> None:
         """Restore the slot from a checkpoint, rebuilding its seed (before its weights load)."""
-        new = SlotState.from_dict(state, self.slot_id)
-        if new.blueprint_id is not None:
-            BlueprintRegistry.get(self.topology, new.blueprint_id)
+        new = self._parse_extra_state(state)
         self._remove_grad_hooks()
         same_seed = (
             self.seed is not None

@@ -26,4 +26,8 @@ def make_controller(config: RunConfig) -> Policy:
         return StaticPolicy()
     if config.controller == "random":
         return RandomPolicy(seed=config.seed)
+    if config.controller == "policy" and config.policy:
+        from esper.tamiyo.learned import LearnedPolicy
+
+        return LearnedPolicy(config.policy)
     raise ConfigError(f"unknown controller {config.controller!r}; valid: {list(CONTROLLERS)}")

@@ -18,7 +18,7 @@ from esper.errors import ConfigError, did_you_mean
 
 __all__ = ["AMP_MODES", "CONTROLLERS", "RunConfig", "load_config_file"]
 
-CONTROLLERS: tuple[str, ...] = ("heuristic", "static", "random")
+CONTROLLERS: tuple[str, ...] = ("heuristic", "static", "random", "policy")
 AMP_MODES: tuple[str, ...] = ("auto", "none", "bf16", "fp16")
 
 
@@ -58,6 +58,8 @@ class RunConfig:
     governor_spike_factor: float = 3.0
     governor_window: int = 5
     blueprints: list[str] | None = None
+    policy: str | None = None
+    """Path to a ``policy.pt`` (controller "policy")."""
 
     def __post_init__(self) -> None:
         problems = _type_problems(self) + _value_problems(self)
@@ -127,6 +129,8 @@ def _value_problems(cfg: RunConfig) -> list[str]:
     p: list[str] = []
     if cfg.controller not in CONTROLLERS:
         p.append(f"controller: {cfg.controller!r} is not one of {list(CONTROLLERS)}")
+    if cfg.controller == "policy" and not cfg.policy:
+        p.append("policy: controller 'policy' needs the path of a policy.pt (policy=...)")
     if cfg.amp not in AMP_MODES:
         p.append(f"amp: {cfg.amp!r} is not one of {list(AMP_MODES)}")
     for name in (

@@ -1,0 +1,175 @@
+"""``esper train ppo``, ``esper train policy`` and ``esper eval``: the learned controller's commands.
+
+Importing this module registers the commands on :mod:`esper.cli.main`'s ``cli`` and ``train``
+groups (``main`` imports it at the end); :func:`register` does the same for other groups.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import click
+
+from esper.errors import ConfigError
+
+__all__ = ["eval_command", "register", "train_policy", "train_ppo_command"]
+
+EVAL_SEED_OFFSET = 10_000
+"""Evaluation episodes use seeds ``seed + EVAL_SEED_OFFSET + i``, never drawn by PPO training."""
+
+
+@click.command("ppo")
+@click.option("--task", default="digits-impaired", show_default=True, help="Task of every episode.")
+@click.option(
+    "--rounds", type=int, default=20, show_default=True, help="PPO rounds (one episode per env each)."
+)
+@click.option("--envs", type=int, default=2, show_default=True, help="Parallel environments.")
+@click.option(
+    "--episode-length", type=int, default=10, show_default=True, help="Steps (host epochs) per episode."
+)
+@click.option(
+    "--reward", type=click.Choice(["shaped", "sparse", "basic"]), default="shaped", show_default=True
+)
+@click.option("--ppo-epochs", type=int, default=4, show_default=True, help="Passes over each rollout.")
+@click.option("--vector", type=click.Choice(["auto", "sync", "async"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="runs/ppo", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last finished round.")
+@click.option("--tensorboard", is_flag=True, help="Also log to --out/tensorboard.")
+@click.option("-q", "--quiet", is_flag=True, help="No per-round lines.")
+def train_ppo_command(**params: Any) -> None:
+    """Train a growth policy with PPO; writes policy.pt and ppo_checkpoint.pt into --out.
+
+    \b
+    Examples:
+      esper train ppo --task digits-impaired --rounds 30 --envs 2 --episode-length 10
+      esper train ppo --out runs/ppo --resume --rounds 60
+      esper train policy --policy runs/ppo/policy.pt --task digits-impaired
+    """
+    from esper.simic.training import PPORunConfig, train_ppo
+
+    resume = params.pop("resume")
+    config = PPORunConfig(**params)
+    summary = train_ppo(config, resume=resume)
+    click.echo(
+        f"{summary['rounds']} rounds; last mean return {summary['final_mean_return']:.4f}, "
+        f"final accuracy {summary['final_accuracy']:.4f}\n  policy  {summary['policy']}"
+    )
+
+
+def _train_policy(policy: str, params: dict[str, Any]) -> None:
+    from esper.cli import main as cli_main
+    from esper.tamiyo.factory import make_controller
+    from esper.tolaria.run import default_run_dir, run_training
+
+    config = cli_main.build_config(params)
+    config = config.replace(controller="policy", policy=str(policy))
+    if config.out is None:
+        config = config.replace(out=str(default_run_dir(config)))
+    summary = run_training(config, make_controller(config), resume=params.get("resume") is not None)
+    cli_main._print_summary(summary, Path(str(config.out)))
+
+
+def _controller_fields(spec: str) -> dict[str, Any]:
+    if spec in ("static", "heuristic", "random"):
+        return {"controller": spec}
+    if Path(spec).is_file():
+        return {"controller": "policy", "policy": str(spec)}
+    raise ConfigError(
+        f"--controller {spec!r} is neither static/heuristic/random nor an existing policy.pt file"
+    )
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.4f} +- {std:.4f}"
+
+
+@click.command("eval")
+@click.option("--controller", "spec", required=True, help="static, heuristic, random, or PATH/TO/policy.pt.")
+@click.option("--task", default="digits-impaired", show_default=True)
+@click.option(
+    "--episodes", type=int, default=5, show_default=True, help="Runs, each on its own held-out seed."
+)
+@click.option("--epochs", type=int, default=None, help="Host epochs per run (default: the task's).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Base seed; runs use seed+10000+i.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Parent of the run dirs.")
+def eval_command(spec: str, task: str, episodes: int, epochs: int | None, seed: int, out: str | None) -> None:
+    """Run a controller on held-out seeds; print mean +- std of final accuracy, added
+    parameters and lifecycle counts. The run dirs can be compared with ``esper report``.
+    """
+    from esper.tamiyo.factory import make_controller
+    from esper.tolaria.config import RunConfig
+    from esper.tolaria.run import run_training
+
+    if episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+    fields = _controller_fields(spec)
+    name = "policy" if fields["controller"] == "policy" else spec
+    parent = Path(out or f"runs/eval-{task}-{name}")
+    summaries = []
+    for i in range(episodes):
+        run_seed = seed + EVAL_SEED_OFFSET + i
+        config = RunConfig(
+            task=task,
+            epochs=epochs,
+            seed=run_seed,
+            quiet=True,
+            out=str(parent / f"{name}-seed{run_seed}"),
+            **fields,
+        )
+        summaries.append(run_training(config, make_controller(config)))
+    keys = ("final_val_accuracy", "seed_params", "seeds_germinated", "seeds_fossilized", "seeds_pruned")
+    result = {k: [float(s[k] or 0.0) for s in summaries] for k in keys}
+    lines = [f"{task} / {name}: {episodes} held-out seeds ({seed + EVAL_SEED_OFFSET}..)"]
+    lines += [f"  {k:<20} {_mean_std(v)}" for k, v in result.items()]
+    lines.append(f"  run dirs: {parent}/*  (compare with: esper report {parent}/*)")
+    parent.mkdir(parents=True, exist_ok=True)
+    (parent / "eval.json").write_text(
+        json.dumps({"controller": spec, "task": task, **result}, indent=2) + "\n"
+    )
+    click.echo("\n".join(lines))
+
+
+def _policy_command() -> click.Command:
+    from esper.cli import main as cli_main
+
+    @click.command("policy")
+    @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False, exists=True),
+                  help="A policy.pt written by 'esper train ppo'.")  # fmt: skip
+    @cli_main.common_run_options
+    def train_policy(policy_path: str, **params: Any) -> None:
+        """Grow seeds with a learned policy (the same engine as ``esper train heuristic``)."""
+        _train_policy(policy_path, params)
+
+    return train_policy
+
+
+train_policy = None  # set by register(); the command needs main's shared run options
+
+
+def register(cli: click.Group, train: click.Group) -> None:
+    """Add ``train ppo``, ``train policy`` and ``eval`` to the given groups (idempotent)."""
+    global train_policy
+    if "ppo" not in train.commands:
+        train.add_command(train_ppo_command)
+    if "policy" not in train.commands:
+        train_policy = _policy_command()
+        train.add_command(train_policy)
+    if "eval" not in cli.commands:
+        cli.add_command(eval_command)
+
+
+def _register_on_main() -> None:
+    import importlib
+
+    main = importlib.import_module("esper.cli.main")  # mid-import when main loads us: cli/train exist
+    register(main.cli, main.train)
+
+
+_register_on_main()

@@ -1,0 +1,332 @@
+"""PPO training of a growth policy over ``K`` parallel :class:`MorphogenesisEnv` environments.
+
+One *round* = one episode in each of the ``K`` environments (``episode_length`` steps, each a
+host epoch), then one PPO update over those ``K * episode_length`` transitions. After every
+round the run directory gets ``policy.pt`` (the network with its config, loadable with
+``weights_only=True``) and ``ppo_checkpoint.pt`` (policy, optimizer, RNG, history; atomic), so
+a killed run resumes from its last finished round with ``resume=True``. Each round emits a
+``PPOUpdate`` event (JSONL, console, optional TensorBoard).
+
+Environment seeds are a function of ``(seed, round, env index)``, so a round's episodes are
+the same whether the run was resumed or not.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from esper.errors import CheckpointError, ConfigError
+from esper.leyline.actions import HEADS
+from esper.leyline.events import PPOUpdate
+from esper.nissa.io import atomic_write_bytes, atomic_write_text
+from esper.nissa.jsonl import JsonlSink
+from esper.nissa.telemetry import Sink, Telemetry
+from esper.simic.buffer import RolloutBuffer
+from esper.simic.env import MorphogenesisEnv
+from esper.simic.ppo import PPOConfig, PPOTrainer
+from esper.simic.rewards import REWARD_MODES
+from esper.tamiyo.learned import select_actions
+from esper.tamiyo.masks import JointLegality
+from esper.tamiyo.policy_net import FactoredPolicy
+from esper.tolaria.checkpoint import load_checkpoint, save_checkpoint
+
+__all__ = ["POLICY_NAME", "PPO_CHECKPOINT", "PPORunConfig", "make_vector_env", "train_ppo"]
+
+PPO_CHECKPOINT = "ppo_checkpoint.pt"
+POLICY_NAME = "policy.pt"
+VECTOR_MODES = ("auto", "sync", "async")
+# may change between a run and its resume without changing what is learned
+_RESUMABLE = frozenset({"rounds", "out", "quiet", "tensorboard", "vector"})
+
+
+@dataclass(frozen=True)
+class PPORunConfig:
+    """A PPO training run. ``vector="auto"`` uses ``SyncVectorEnv`` (faster on few cores: see
+    benchmarks/ppo_throughput.py); ``"async"`` runs each environment in a spawned process."""
+
+    task: str = "digits-impaired"
+    rounds: int = 20
+    envs: int = 2
+    episode_length: int = 10
+    reward: str = "shaped"
+    seed: int = 0
+    out: str = "runs/ppo"
+    vector: str = "auto"
+    hidden: int = 64
+    lr: float = 3e-4
+    ppo_epochs: int = 4
+    minibatch_size: int = 32
+    ent_coef: float = 0.01
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    slots: list[str] | None = None
+    max_seed_params: int | None = None
+    host_checkpoint: str | None = None
+    tensorboard: bool = False
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name} must be an int >= 1, got {getattr(self, name)!r}"
+            for name in ("rounds", "envs", "episode_length", "hidden")
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1)
+        ]
+        if self.reward not in REWARD_MODES:
+            problems.append(f"reward {self.reward!r} is not one of {list(REWARD_MODES)}")
+        if self.vector not in VECTOR_MODES:
+            problems.append(f"vector {self.vector!r} is not one of {list(VECTOR_MODES)}")
+        try:
+            self.ppo_config()
+        except ConfigError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise ConfigError("invalid PPO run config:\n  - " + "\n  - ".join(problems))
+
+    def ppo_config(self) -> PPOConfig:
+        return PPOConfig(
+            lr=self.lr,
+            gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
+            ppo_epochs=self.ppo_epochs,
+            minibatch_size=self.minibatch_size,
+            ent_coef=self.ent_coef,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> PPORunConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown PPO run config keys {unknown}; valid: {sorted(known)}")
+        return cls(**data)
+
+
+def _env_factory(config: PPORunConfig, threads: int | None) -> Callable[[], MorphogenesisEnv]:
+    return partial(
+        _make_env,
+        threads,
+        task=config.task,
+        episode_length=config.episode_length,
+        slots=config.slots,
+        reward=config.reward,
+        host_checkpoint=config.host_checkpoint,
+        max_seed_params=config.max_seed_params,
+    )
+
+
+def _make_env(threads: int | None, **kwargs: Any) -> MorphogenesisEnv:
+    if threads is not None:
+        torch.set_num_threads(threads)  # one process per env: don't oversubscribe the cores
+    return MorphogenesisEnv(**kwargs)
+
+
+def make_vector_env(config: PPORunConfig) -> gym.vector.VectorEnv:
+    """``K`` environments; async ones are spawned (forking a process that has run torch can deadlock)."""
+    if config.vector == "async" and config.envs > 1:
+        fns = [_env_factory(config, threads=1) for _ in range(config.envs)]
+        return gym.vector.AsyncVectorEnv(fns, context="spawn")
+    return gym.vector.SyncVectorEnv([_env_factory(config, threads=None) for _ in range(config.envs)])
+
+
+def _legality(info: dict[str, Any], n: int) -> list[JointLegality]:
+    return [JointLegality(info["legal_op_slot"][i], info["legal_blueprint"][i]) for i in range(n)]
+
+
+def _episode_seeds(config: PPORunConfig, round_: int) -> list[int]:
+    return [
+        (config.seed * 1_000_003 + round_ * 7_919 + i * 104_729) % (2**31 - 1) for i in range(config.envs)
+    ]
+
+
+class _Rollout:
+    """Collects one episode per environment into a :class:`RolloutBuffer`."""
+
+    def __init__(self, envs: gym.vector.VectorEnv, policy: FactoredPolicy, config: PPORunConfig) -> None:
+        self.envs, self.policy, self.config = envs, policy, config
+        n, t = config.envs, config.episode_length
+        self.buffer = RolloutBuffer(t, n, policy.obs_dim, len(HEADS), policy.mask_dim)
+
+    def collect(self, seeds: list[int]) -> dict[str, float]:
+        n = self.config.envs
+        # Vector envs accept one seed per env, which gymnasium's stub does not say.
+        obs, info = self.envs.reset(seed=seeds)  # type: ignore[arg-type]
+        self.buffer.reset()
+        returns = np.zeros(n)
+        illegal, env_time, policy_time = 0, 0.0, 0.0
+        start = torch.ones(n)
+        final_acc, seed_params = np.zeros(n), np.zeros(n)
+        for _ in range(self.config.episode_length):
+            t0 = time.perf_counter()
+            obs_t = torch.as_tensor(obs, dtype=torch.float32)
+            actions, masks, log_prob, value = select_actions(self.policy, obs_t, _legality(info, n))
+            t1 = time.perf_counter()
+            obs, reward, _terminated, _truncated, info = self.envs.step(actions.numpy())
+            env_time += time.perf_counter() - t1
+            policy_time += t1 - t0
+            r = torch.as_tensor(reward, dtype=torch.float32)
+            self.buffer.add(obs_t, actions, masks, log_prob, value, r, start)
+            start = torch.zeros(n)
+            returns += reward
+            illegal += int(np.sum(info["illegal_action"]))
+            if "final_accuracy" in info:
+                done = info["_final_accuracy"]
+                final_acc[done] = info["final_accuracy"][done]
+                seed_params[done] = info["seed_params"][done]
+        cfg = self.config
+        self.buffer.compute_returns_and_advantages(torch.zeros(n), torch.ones(n), cfg.gamma, cfg.gae_lambda)
+        steps = n * cfg.episode_length
+        return {
+            "mean_return": float(returns.mean()),
+            "final_accuracy": float(final_acc.mean()),
+            "seed_params": float(seed_params.mean()),
+            "illegal_rate": illegal / steps,
+            "env_time_s": env_time,
+            "policy_time_s": policy_time,
+        }
+
+
+def train_ppo(
+    config: PPORunConfig, *, resume: bool = False, extra_sinks: list[Sink] | None = None
+) -> dict[str, Any]:
+    """Train (or continue) a PPO run; returns the summary also written to ``summary.json``.
+
+    Raises:
+        ConfigError: a fresh run into a directory that already holds one (use ``resume``), or
+            a resume whose settings differ from the saved run's.
+        CheckpointError: ``resume`` without a checkpoint in ``config.out``.
+    """
+    out = Path(config.out)
+    ckpt_path = out / PPO_CHECKPOINT
+    saved = _load_for_resume(config, ckpt_path) if resume else None
+    if not resume and ckpt_path.exists():
+        raise ConfigError(
+            f"{str(out)!r} already holds a PPO run; pass --resume to continue it or choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "ppo_config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    envs = make_vector_env(config)
+    try:
+        obs_dim = int(envs.single_observation_space.shape[0])  # type: ignore[index]
+        head_sizes = dict(zip(HEADS, (int(n) for n in envs.single_action_space.nvec), strict=True))  # type: ignore[attr-defined]
+        policy = FactoredPolicy(obs_dim, head_sizes, hidden=config.hidden)
+        torch.manual_seed(config.seed)
+        trainer = PPOTrainer(
+            policy, config.ppo_config(), generator=torch.Generator().manual_seed(config.seed)
+        )
+        sampler = torch.Generator().manual_seed(config.seed + 1)
+        history: list[dict[str, float]] = []
+        if saved is not None:
+            trainer.load_state_dict(saved["trainer"])
+            sampler.set_state(saved["sampler"])
+            history = [dict(h) for h in saved["history"]]
+        with Telemetry(_sinks(config, out, resume) + list(extra_sinks or [])) as telemetry:
+            for round_ in range(len(history), config.rounds):
+                metrics = _train_round(envs, policy, trainer, config, round_, sampler)
+                history.append(metrics)
+                telemetry.emit(PPOUpdate(epoch=round_, round=round_, metrics=metrics))
+                _save(out, policy, trainer, sampler, history, config)
+    finally:
+        envs.close()
+    summary = {
+        "rounds": len(history),
+        "final_mean_return": history[-1]["mean_return"] if history else None,
+        "final_accuracy": history[-1]["final_accuracy"] if history else None,
+        "policy": str(out / POLICY_NAME),
+        "out": str(out),
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _train_round(
+    envs: gym.vector.VectorEnv,
+    policy: FactoredPolicy,
+    trainer: PPOTrainer,
+    config: PPORunConfig,
+    round_: int,
+    sampler: torch.Generator,
+) -> dict[str, float]:
+    start = time.perf_counter()
+    rollout = _Rollout(envs, policy, config)
+    with torch.random.fork_rng(devices=[]):  # action sampling has its own, checkpointed stream
+        torch.set_rng_state(sampler.get_state())
+        stats = rollout.collect(_episode_seeds(config, round_))
+        sampler.set_state(torch.get_rng_state())
+    t0 = time.perf_counter()
+    metrics = trainer.update(rollout.buffer)
+    update_time = time.perf_counter() - t0
+    steps = config.envs * config.episode_length
+    elapsed = time.perf_counter() - start
+    metrics.update(stats)
+    metrics.update(
+        update_time_s=update_time,
+        steps_per_s=steps / elapsed,
+        controller_overhead=(stats["policy_time_s"] + update_time) / max(stats["env_time_s"], 1e-9),
+    )
+    return metrics
+
+
+def _sinks(config: PPORunConfig, out: Path, resume: bool) -> list[Sink]:
+    sinks: list[Sink] = [JsonlSink(out / "events.jsonl", append=resume)]
+    if not config.quiet:
+        from esper.karn.console import ConsoleSink
+
+        sinks.append(ConsoleSink(total_epochs=config.rounds))
+    if config.tensorboard:
+        from esper.nissa.tensorboard import TensorBoardSink
+
+        sinks.append(TensorBoardSink(out / "tensorboard"))
+    return sinks
+
+
+def _save(
+    out: Path,
+    policy: FactoredPolicy,
+    trainer: PPOTrainer,
+    sampler: torch.Generator,
+    history: list[dict[str, float]],
+    config: PPORunConfig,
+) -> None:
+    buffer = io.BytesIO()
+    torch.save({"config": policy.policy_config(), "state_dict": policy.state_dict()}, buffer)
+    atomic_write_bytes(out / POLICY_NAME, buffer.getvalue())  # same format as save_policy
+    save_checkpoint(
+        out / PPO_CHECKPOINT,
+        {
+            "kind": "ppo",
+            "config": config.to_dict(),
+            "trainer": trainer.state_dict(),
+            "sampler": sampler.get_state(),
+            "history": history,
+        },
+    )
+
+
+def _load_for_resume(config: PPORunConfig, path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"cannot resume: no {PPO_CHECKPOINT} in {str(path.parent)!r}")
+    data = load_checkpoint(path)
+    if data.get("kind") != "ppo":
+        raise CheckpointError(f"{str(path)!r} is not a PPO checkpoint")
+    differ = [
+        f"{k}: saved {v!r}, given {getattr(config, k)!r}"
+        for k, v in data["config"].items()
+        if k not in _RESUMABLE and getattr(config, k, v) != v
+    ]
+    if differ:
+        raise ConfigError("cannot resume with different settings:\n  - " + "\n  - ".join(differ))
+    return data

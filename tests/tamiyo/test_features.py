@@ -1,0 +1,64 @@
+"""Observation features: fixed size, finite, documented order."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from esper.leyline.observation import Observation, SlotObservation
+from esper.leyline.stages import SeedStage
+from esper.tamiyo.features import FEATURE_CLIP, feature_names, feature_size, observation_features
+
+BLUEPRINTS = ("noop", "norm", "conv_small")
+
+
+def make_obs(stages=(SeedStage.DORMANT, SeedStage.TRAINING), loss=1.0, acc=0.5, contribution=0.1, **kw):
+    slots = tuple(
+        SlotObservation(
+            slot_id=f"r0c{i}", channels=4, stage=s,
+            blueprint=None if s == SeedStage.DORMANT else "norm",
+            contribution=None if s == SeedStage.DORMANT else contribution,
+            seed_params=0 if s == SeedStage.DORMANT else 10,
+            gate_ready=s == SeedStage.TRAINING,
+        )
+        for i, s in enumerate(stages)
+    )  # fmt: skip
+    base = dict(
+        epoch=2, max_epochs=10, topology="cnn", train_loss=loss, train_accuracy=acc, val_loss=loss,
+        val_accuracy=acc, val_accuracy_history=(0.1, 0.3, acc), train_loss_history=(2.0, 1.5, loss),
+        host_params=100, seed_params=10, max_seed_params=None, slots=slots, blueprints=BLUEPRINTS,
+        blueprint_params={s.slot_id: {b: 5 for b in BLUEPRINTS} for s in slots},
+    )  # fmt: skip
+    base.update(kw)
+    return Observation(**base)
+
+
+def test_size_dtype_and_names_agree():
+    vec = observation_features(make_obs())
+    assert vec.dtype == np.float32
+    assert vec.shape == (feature_size(2, len(BLUEPRINTS)),)
+    names = feature_names(["r0c0", "r0c1"], BLUEPRINTS)
+    assert len(names) == vec.shape[0]
+    named = dict(zip(names, vec.tolist(), strict=True))
+    assert named["progress"] == np.float32(0.3)
+    assert named["slot/r0c1/stage/TRAINING"] == 1.0 and named["slot/r0c0/stage/DORMANT"] == 1.0
+    assert named["slot/r0c1/blueprint/norm"] == 1.0 and named["slot/r0c0/blueprint/norm"] == 0.0
+    assert math.isclose(named["slot/r0c1/contribution"], 0.1, rel_tol=1e-6)
+    assert named["slot/r0c1/gate_ready"] == 1.0
+    assert math.isclose(named["val_acc_delta"], 0.2, rel_tol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    loss=st.floats(allow_nan=True, allow_infinity=True),
+    acc=st.floats(allow_nan=True, allow_infinity=True),
+    contribution=st.floats(allow_nan=True, allow_infinity=True),
+    stages=st.lists(st.sampled_from(list(SeedStage)), min_size=1, max_size=4),
+)
+def test_always_finite_and_clipped(loss, acc, contribution, stages):
+    vec = observation_features(make_obs(tuple(stages), loss, acc, contribution))
+    assert vec.shape == (feature_size(len(stages), len(BLUEPRINTS)),)
+    assert np.all(np.isfinite(vec)) and np.all(np.abs(vec) <= FEATURE_CLIP)
