@@ -37,15 +37,19 @@ def _register(name: str, description: str, **defaults: Any) -> Callable[[_Builde
     return add
 
 
-def _digits_task(entry: _Entry, options: dict[str, Any], base_channels: int) -> Task:
-    train, val = digits.load_digits_splits()
-    host_kwargs = {
-        "num_classes": digits.NUM_CLASSES,
-        "n_blocks": 2,
-        "base_channels": base_channels,
-        "in_channels": 1,
-        "pool_layers": 2,  # 8x8 inputs allow two 2x2 pools (8 -> 4 -> 2)
-    }
+def _image_task(
+    entry: _Entry,
+    options: dict[str, Any],
+    splits: tuple[Any, Any],
+    *,
+    host_kwargs: dict[str, Any],
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    epochs: int,
+    lr: float,
+) -> Task:
+    """A classification task with a CNNHost (the shape every image task shares)."""
+    train, val = splits
     return Task(
         name=entry.name,
         description=entry.description,
@@ -54,12 +58,32 @@ def _digits_task(entry: _Entry, options: dict[str, Any], base_channels: int) -> 
         host_kwargs=host_kwargs,
         train=train,
         val=val,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        batch_size=options["batch_size"],
+        default_epochs=epochs,
+        default_lr=lr,
+        options=options,
+    )
+
+
+def _digits_task(entry: _Entry, options: dict[str, Any], base_channels: int) -> Task:
+    host_kwargs = {
+        "num_classes": digits.NUM_CLASSES,
+        "n_blocks": 2,
+        "base_channels": base_channels,
+        "in_channels": 1,
+        "pool_layers": 2,  # 8x8 inputs allow two 2x2 pools (8 -> 4 -> 2)
+    }
+    return _image_task(
+        entry,
+        options,
+        digits.load_digits_splits(),
+        host_kwargs=host_kwargs,
         input_shape=digits.INPUT_SHAPE,
         num_classes=digits.NUM_CLASSES,
-        batch_size=options["batch_size"],
-        default_epochs=30,
-        default_lr=3e-3,
-        options=options,
+        epochs=30,
+        lr=3e-3,
     )
 
 
@@ -95,7 +119,7 @@ def _build_cifar10(entry: _Entry, options: dict[str, Any]) -> Task:
             f"{cifar.ARCHIVE_URL}, extract it (tar -xzf {cifar.ARCHIVE_NAME} -C DIR) and pass "
             "data_dir=DIR."
         )
-    train, val = cifar.load_cifar_splits(cifar.find_cifar_folder(options["data_dir"]))
+    splits = cifar.load_cifar_splits(cifar.find_cifar_folder(options["data_dir"]))
     host_kwargs = {
         "num_classes": cifar.NUM_CLASSES,
         "n_blocks": 3,
@@ -103,20 +127,15 @@ def _build_cifar10(entry: _Entry, options: dict[str, Any]) -> Task:
         "in_channels": 3,
         "pool_layers": 3,  # 32 -> 16 -> 8 -> 4
     }
-    return Task(
-        name=entry.name,
-        description=entry.description,
-        topology="cnn",
-        host_factory="CNNHost",
+    return _image_task(
+        entry,
+        options,
+        splits,
         host_kwargs=host_kwargs,
-        train=train,
-        val=val,
         input_shape=cifar.INPUT_SHAPE,
         num_classes=cifar.NUM_CLASSES,
-        batch_size=options["batch_size"],
-        default_epochs=25,
-        default_lr=2e-3,
-        options=options,
+        epochs=25,
+        lr=2e-3,
     )
 
 

@@ -31,7 +31,6 @@ from esper.data import Task, get_task
 from esper.errors import CheckpointError, ConfigError
 from esper.kasmina.blueprints import BlueprintRegistry
 from esper.kasmina.hosts import HostBase
-from esper.leyline.actions import WAIT, Action
 from esper.leyline.events import Reward
 from esper.leyline.observation import Observation
 from esper.leyline.stages import SeedStage
@@ -45,6 +44,7 @@ from esper.simic.rewards import (
 )
 from esper.tamiyo.features import FEATURE_CLIP, feature_size, observation_features
 from esper.tamiyo.masks import ActionLayout, JointLegality
+from esper.tamiyo.simple import StaticPolicy
 from esper.tolaria.config import RunConfig
 from esper.tolaria.engine import Engine
 from esper.tolaria.lifecycle import ActionOutcome, apply_action, diff_events, observe, snapshot_slots
@@ -54,21 +54,6 @@ __all__ = ["ENV_ID", "MorphogenesisEnv"]
 ENV_ID = "esper/Morphogenesis-v0"
 
 _BLENDED = (SeedStage.BLENDING, SeedStage.HOLDING)
-
-
-class _Wait:
-    """The engine's own controller inside the env: the env applies the agent's action itself."""
-
-    name = "env"
-
-    def decide(self, observation: Observation) -> Action:
-        return WAIT
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        return None
 
 
 class MorphogenesisEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -151,7 +136,9 @@ class MorphogenesisEnv(gym.Env[np.ndarray, np.ndarray]):
         run_seed = int(seed) if seed is not None else int(self.np_random.integers(0, 2**31 - 1))
         config = self.base_config.replace(seed=run_seed)
         self._events.events.clear()
-        engine = Engine(config, _Wait(), self._run_dir, telemetry=Telemetry([self._events]), task=self.task)
+        engine = Engine(
+            config, StaticPolicy(), self._run_dir, telemetry=Telemetry([self._events]), task=self.task
+        )
         engine.setup()
         if self.host_checkpoint is not None:
             _load_host(engine, self.host_checkpoint)
