@@ -1,0 +1,535 @@
+"""The ``esper`` command: train a host while a controller grows seeds, compare runs, export.
+
+Commands defined in other modules of this package (``esper.cli.rl``: the learned controller)
+register themselves on :data:`cli` and :data:`train` when imported, reusing
+:func:`common_run_options` and :func:`build_config`; this module imports them at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from esper import __version__
+from esper.data import DEFAULT_TASK, list_tasks, task_descriptions
+from esper.errors import ConfigError, EsperError, did_you_mean
+from esper.tolaria.config import AMP_MODES, RunConfig, load_config_file
+
+__all__ = ["RESUME_OVERRIDES", "build_config", "cli", "common_run_options", "main", "train"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_USAGE = 2
+"""Exit code for bad input (click's own usage errors use it too)."""
+
+_CLI_FIELDS: dict[str, str] = {
+    "task": "task",
+    "epochs": "epochs",
+    "seed": "seed",
+    "out": "out",
+    "device": "device",
+    "amp": "amp",
+    "compile": "compile",
+    "data_dir": "data_dir",
+    "text_file": "text_file",
+    "lr": "lr",
+    "batch_size": "batch_size",
+    "max_seed_params": "max_seed_params",
+    "tensorboard": "tensorboard",
+    "quiet": "quiet",
+}
+"""Click parameter name -> ``RunConfig`` field, for the options of :func:`common_run_options`."""
+
+RESUME_OVERRIDES: tuple[str, ...] = (
+    "epochs",
+    "device",
+    "compile",
+    "data_dir",
+    "text_file",
+    "tensorboard",
+    "quiet",
+)
+"""Settings that ``--resume`` may change; the rest are the run's own and stay as saved."""
+
+
+class UserError(click.ClickException):
+    """Bad input from the user: printed as ``Error: <message>``, exit code 2, no traceback."""
+
+    exit_code = EXIT_USAGE
+
+
+class EsperGroup(click.Group):
+    """A command group that turns ``EsperError`` into a clean message and lists its commands
+    when given an unknown one."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EsperError as exc:
+            raise UserError(str(exc)) from None
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            known = self.list_commands(ctx)
+            ctx.fail(
+                f"{ctx.command_path} has no command {name!r}; choose one of: {', '.join(known)}."
+                + did_you_mean(name, known)
+            )
+        return super().resolve_command(ctx, args)
+
+
+# ----------------------------------------------------------------------------- the run options
+def _run_options() -> list[Callable[[F], F]]:
+    tasks = list_tasks()
+    return [
+        click.option(
+            "--task",
+            type=click.Choice(tasks),
+            default=None,
+            help=f"What to train on (default: {DEFAULT_TASK}). See 'esper train --help' for the list.",
+        ),
+        click.option(
+            "--epochs",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Host epochs to train (default: the task's). With --resume: the new total.",
+        ),
+        click.option(
+            "--seed",
+            type=int,
+            default=None,
+            help="Random seed (default 0). The same seed on the same machine gives the same metrics.",
+        ),
+        click.option(
+            "--out",
+            type=click.Path(file_okay=False),
+            default=None,
+            metavar="DIR",
+            help="Run directory (default: runs/<timestamp>-<task>-<controller>).",
+        ),
+        click.option(
+            "--device",
+            default=None,
+            metavar="DEVICE",
+            help="'auto' (CUDA when available, else CPU; the default), 'cpu', 'cuda' or 'cuda:N'.",
+        ),
+        click.option(
+            "--amp",
+            type=click.Choice(AMP_MODES),
+            default=None,
+            help="Mixed precision: 'auto' (bf16 on CUDA that supports it, none on CPU; the default), "
+            "'none', 'bf16', or 'fp16' (with a gradient scaler).",
+        ),
+        click.option(
+            "--compile/--no-compile",
+            default=None,
+            help="Run the model through torch.compile (default: off; the first compile takes seconds).",
+        ),
+        click.option(
+            "--resume",
+            type=click.Path(file_okay=False),
+            default=None,
+            metavar="RUN_DIR",
+            help="Continue the run in RUN_DIR from its last checkpoint, with its saved settings "
+            f"(only --{', --'.join(o.replace('_', '-') for o in RESUME_OVERRIDES)} may change).",
+        ),
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False),
+            default=None,
+            metavar="FILE",
+            help="Settings from a JSON or TOML file (RunConfig keys); command-line flags override it.",
+        ),
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            metavar="DIR",
+            help="Folder holding the dataset, for tasks read from disk (cifar10: cifar-10-batches-py).",
+        ),
+        click.option(
+            "--text-file",
+            type=click.Path(dir_okay=False),
+            default=None,
+            metavar="FILE",
+            help="UTF-8 text to train charlm on (default: CPython's built-in pydoc topics).",
+        ),
+        click.option(
+            "--lr",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="AdamW learning rate for host and seeds (default: the task's).",
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Examples per batch (default: the task's).",
+        ),
+        click.option(
+            "--max-seed-params",
+            type=click.IntRange(min=1),
+            default=None,
+            metavar="N",
+            help="Parameter budget for all seeds together (default: unlimited).",
+        ),
+        click.option(
+            "--tensorboard/--no-tensorboard",
+            default=None,
+            help="Also write TensorBoard scalars to RUN_DIR/tensorboard (needs the tensorboard package).",
+        ),
+        click.option(
+            "--quiet/--no-quiet",
+            "-q",
+            default=None,
+            help="No live progress; print only the final summary.",
+        ),
+    ]
+
+
+def common_run_options(command: F) -> F:
+    """Add the options every ``esper train ...`` command shares (see :func:`build_config`)."""
+    for option in reversed(_run_options()):
+        command = option(command)
+    return command
+
+
+def build_config(params: Mapping[str, Any], *, controller: str | None = None) -> RunConfig:
+    """Turn the parameters of a :func:`common_run_options` command into a validated ``RunConfig``.
+
+    A fresh run takes the ``--config`` file (if any), then the flags given on the command line
+    over it, then ``controller``. With ``--resume`` the config saved in the run's checkpoint is
+    used, and only :data:`RESUME_OVERRIDES` may change. Every problem is reported at once.
+
+    Args:
+        params: the command's parameters (``click.Context.params`` or the ``**kwargs``); an
+            option that was not given is None.
+        controller: the controller the command trains with (None: keep the file's/saved one).
+
+    Raises:
+        ConfigError: invalid settings, a bad file, or a resume that cannot be done as asked.
+        CheckpointError: ``--resume`` of a missing or corrupt checkpoint.
+    """
+    given = {field: params[name] for name, field in _CLI_FIELDS.items() if params.get(name) is not None}
+    if params.get("resume") is not None:
+        return _resume_config(Path(params["resume"]), given, params.get("config_file"), controller)
+    settings: dict[str, Any] = {}
+    source = "the command line"
+    if params.get("config_file") is not None:
+        settings = load_config_file(params["config_file"])
+        source = f"config file {params['config_file']!r} and the command line"
+    settings.update(given)
+    if controller is not None:
+        settings["controller"] = controller
+    return _validated(settings, source)
+
+
+def _validated(settings: dict[str, Any], source: str) -> RunConfig:
+    """``RunConfig.from_mapping`` plus the checks it cannot do (task, device, tensorboard)."""
+    extra = _environment_problems(settings)
+    try:
+        config = RunConfig.from_mapping(settings)
+    except ConfigError as exc:
+        problems = str(exc).split("\n  - ")[1:] or [str(exc)]
+        raise ConfigError(_problem_list(source, problems + extra)) from None
+    if extra:
+        raise ConfigError(_problem_list(source, extra))
+    return config
+
+
+def _problem_list(source: str, problems: list[str]) -> str:
+    return f"invalid settings from {source}:\n  - " + "\n  - ".join(problems)
+
+
+def _environment_problems(settings: Mapping[str, Any]) -> list[str]:
+    from esper.tolaria.amp import resolve_device
+
+    problems = []
+    task = settings.get("task", DEFAULT_TASK)
+    if isinstance(task, str) and task not in list_tasks():
+        problems.append(
+            f"task: unknown task {task!r}; the tasks are {', '.join(list_tasks())}."
+            + did_you_mean(task, list_tasks())
+        )
+    device = settings.get("device", "auto")
+    if isinstance(device, str):
+        try:
+            resolve_device(device)
+        except ValueError as exc:
+            problems.append(f"device: {exc}")
+    if settings.get("tensorboard") is True and importlib.util.find_spec("tensorboard") is None:
+        problems.append(
+            "tensorboard: the tensorboard package is not installed (pip install 'esper[tensorboard]')"
+        )
+    return problems
+
+
+def _resume_config(
+    run_dir: Path, given: dict[str, Any], config_file: str | None, controller: str | None
+) -> RunConfig:
+    from esper.tolaria.checkpoint import load_checkpoint
+    from esper.tolaria.run import config_from_checkpoint
+
+    if config_file is not None:
+        raise ConfigError(
+            "--config cannot be combined with --resume: a resumed run keeps the settings saved "
+            "in its checkpoint (drop --config)"
+        )
+    fixed = [k for k in given if k not in RESUME_OVERRIDES]
+    if fixed:
+        raise ConfigError(
+            f"--resume continues {str(run_dir)!r} with its saved settings, so "
+            f"{', '.join(_flag(k) for k in fixed)} cannot change; with --resume only "
+            f"{', '.join(_flag(k) for k in RESUME_OVERRIDES)} may be given"
+        )
+    config = config_from_checkpoint(run_dir, **given, out=str(run_dir))
+    if controller is not None and config.controller != controller:
+        raise ConfigError(
+            f"{str(run_dir)!r} was trained with the {config.controller!r} controller; resume it with "
+            f"'esper train {config.controller} --resume {run_dir}'"
+        )
+    done = int(load_checkpoint(run_dir).get("epoch", 0))
+    if config.epochs is not None and done >= config.epochs:
+        raise ConfigError(
+            f"{str(run_dir)!r} has already trained {done} of its {config.epochs} epochs; pass "
+            f"--epochs N with N > {done} to train it further"
+        )
+    return config
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+# ----------------------------------------------------------------------------- commands
+@click.group(cls=EsperGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="esper", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Esper: morphogenetic training for PyTorch.
+
+    A host network trains while a controller grows "seed" modules into its slots: each seed
+    germinates, trains behind the host, blends in, and is then fossilized (kept) or pruned.
+
+    \b
+    Examples:
+      esper train heuristic                      # grow seeds on the default task (digits)
+      esper train static --task digits-impaired  # the same host and budget, no seeds
+      esper report runs/*                        # compare runs: table + comparison.png
+      esper export runs/<run>                    # the grown model as a torch.export file
+    """
+
+
+_TRAIN_HELP = """Train a host on a task while a controller grows seeds into it.
+
+Each run writes config.json, events.jsonl, metrics.csv, checkpoint.pt (every epoch),
+summary.json and report.png into its run directory (--out).
+
+\b
+Examples:
+  esper train heuristic
+  esper train heuristic --task digits-impaired --epochs 20 --seed 1
+  esper train static --task cifar10 --data-dir ~/data --device cuda
+  esper train heuristic --config run.toml --epochs 10
+  esper train heuristic --resume runs/20250101-120000-digits-heuristic --epochs 40
+"""
+
+
+def _train_help() -> str:
+    lines = [f"  {name}: {text}" for name, text in task_descriptions().items()]
+    return _TRAIN_HELP + "\n\b\nTasks (--task):\n" + "\n".join(lines) + "\n"
+
+
+@cli.group(cls=EsperGroup, help=_train_help())
+def train() -> None:
+    pass
+
+
+def _run_train(params: Mapping[str, Any], controller: str) -> None:
+    """Build the config and controller, train, and print the summary."""
+    from esper.tamiyo.factory import make_controller
+    from esper.tolaria.run import default_run_dir, run_training
+
+    config = build_config(params, controller=controller)
+    resume = params.get("resume") is not None
+    if config.out is None:
+        config = config.replace(out=str(default_run_dir(config)))
+    run_dir = Path(str(config.out))
+    with _cleanup_if_unused(run_dir), _interrupt_hint(run_dir, config.controller):
+        summary = run_training(config, make_controller(config), resume=resume)
+    _print_summary(summary, run_dir)
+
+
+@contextlib.contextmanager
+def _cleanup_if_unused(run_dir: Path) -> Iterator[None]:
+    """Remove ``run_dir`` again if it was created here and a user error left it empty."""
+    existed = run_dir.exists()
+    try:
+        yield
+    except EsperError:
+        if not existed and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
+
+
+@contextlib.contextmanager
+def _interrupt_hint(run_dir: Path, controller: str) -> Iterator[None]:
+    """On Ctrl-C, say how to continue from the last checkpoint."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo(
+            f"\ninterrupted; the last finished epoch is checkpointed in {run_dir}. Continue with:\n"
+            f"  esper train {controller} --resume {run_dir}",
+            err=True,
+        )
+        sys.exit(130)
+
+
+def _print_summary(summary: Mapping[str, Any], run_dir: Path) -> None:
+    from esper.karn.console import format_count
+
+    def acc(key: str) -> str:
+        value = summary.get(key)
+        return f"{value:.4f}" if isinstance(value, float) else "-"
+
+    lines = [
+        f"{summary['task']} / {summary['controller']}: {summary['epochs']} epochs "
+        f"in {summary['wall_time_s']:.1f}s on {summary.get('device', '?')}",
+        f"  val accuracy  final {acc('final_val_accuracy')}  best {acc('best_val_accuracy')}",
+        f"  parameters    host {format_count(summary['host_params'])}  "
+        f"seeds {format_count(summary['seed_params'])}",
+        f"  seeds         germinated {summary['seeds_germinated']}  "
+        f"fossilized {summary['seeds_fossilized']}  pruned {summary['seeds_pruned']}  "
+        f"rollbacks {summary.get('rollbacks', 0)}",
+        f"  run dir       {run_dir}  (report.png, summary.json, events.jsonl, checkpoint.pt)",
+    ]
+    click.echo("\n".join(lines))
+
+
+@train.command("heuristic")
+@common_run_options
+def train_heuristic(**params: Any) -> None:
+    """Grow seeds with the rule-based controller.
+
+    It germinates a seed when validation accuracy plateaus and a slot is free (rotating
+    blueprints, avoiding ones that were pruned), advances seeds through their gates,
+    fossilizes contributors and prunes seeds that hurt or stall.
+    """
+    _run_train(params, "heuristic")
+
+
+@train.command("static")
+@common_run_options
+def train_static(**params: Any) -> None:
+    """The host alone, no seeds (the baseline).
+
+    The same host, task and budget as the growing controllers: the run every result is
+    compared with.
+    """
+    _run_train(params, "static")
+
+
+@train.command("random")
+@common_run_options
+def train_random(**params: Any) -> None:
+    """Random legal lifecycle actions (a sanity baseline).
+
+    Every epoch it picks uniformly among the actions that make sense for the slots (seeded
+    by --seed).
+    """
+    _run_train(params, "random")
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False), metavar="RUN_DIR...")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default="comparison.png",
+    show_default=True,
+    metavar="PATH",
+    help="Where to write the plot of validation accuracy per epoch for every run.",
+)
+def report(run_dirs: tuple[str, ...], out: str) -> None:
+    """Compare runs: a summary table and an accuracy plot.
+
+    Prints one row per finished run (accuracy, parameters, seeds, wall time) and plots the
+    validation accuracy of every run per epoch into --out.
+
+    \b
+    Example:
+      esper report runs/*-digits-impaired-static runs/*-digits-impaired-heuristic
+    """
+    from esper.karn.compare import compare_runs, format_comparison_table, write_comparison_plot
+
+    rows = compare_runs(run_dirs)
+    click.echo(format_comparison_table(rows), nl=False)
+    path = write_comparison_plot(run_dirs, out)
+    click.echo(f"comparison plot: {path}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(), metavar="RUN_DIR")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Where to write the program (default: RUN_DIR/model.pt2); FILE's .json gets the metadata.",
+)
+def export(run_dir: str, out: str | None) -> None:
+    """Export the grown model as a plain torch.export program.
+
+    The run's final model is written with its fossilized seeds baked in; seeds that were not
+    fossilized are left out. The program loads and predicts with torch alone:
+    torch.export.load("model.pt2").module()(x). model.json beside it records the input shape
+    and dtype and the number of classes.
+
+    \b
+    Example:
+      esper export runs/20250101-120000-digits-heuristic --out digits.pt2
+    """
+    import json
+
+    from esper.tolaria.export import export_grown
+
+    path = export_grown(run_dir, out)
+    meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    seeds = ", ".join(f"{s['slot']}:{s['blueprint']}" for s in meta["fossilized_seeds"]) or "none"
+    click.echo(
+        f"exported {path} ({meta['params']} parameters; fossilized seeds: {seeds})\n"
+        f"  input {meta['input_dtype']} {meta['input_shape']} -> logits {meta['output_shape']}\n"
+        f"  metadata {path.with_suffix('.json')}"
+    )
+
+
+def _load_extensions() -> None:
+    """Import the other command modules of this package; they register on ``cli``/``train``."""
+    if importlib.util.find_spec("esper.cli.rl") is not None:
+        importlib.import_module("esper.cli.rl")
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The ``esper`` console script."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="esper")
+    raise SystemExit(0)  # cli.main exits itself in standalone mode; this is for type checkers
+
+
+_load_extensions()
+
+if __name__ == "__main__":
+    # Run the canonical module, on which extension modules registered their commands.
+    from esper.cli.main import main as _main
+
+    _main()

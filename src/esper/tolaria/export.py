@@ -1,0 +1,154 @@
+"""Export a grown model as a plain PyTorch artefact that loads and predicts without Esper.
+
+The artefact is a ``torch.export`` program (``model.pt2``) of the model with its FOSSILIZED
+seeds baked in and every other seed removed, with a dynamic batch dimension, plus a small
+``model.json`` beside it recording the input shape and dtype and the class count. Loading it
+needs only torch::
+
+    program = torch.export.load("model.pt2")
+    logits = program.module()(x)  # x: (B, *input_shape) of input_dtype -> (B, num_classes)
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from esper.data import get_task
+from esper.errors import CheckpointError
+from esper.kasmina.model import MorphogeneticModel
+from esper.leyline.stages import SeedStage
+from esper.nissa.io import atomic_write_bytes, atomic_write_text
+from esper.tolaria.checkpoint import load_checkpoint, load_grown, resolve_checkpoint_path
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "EXPORT_NAME",
+    "InputSpec",
+    "bake_fossilized",
+    "export_grown",
+    "export_model",
+    "input_spec_of",
+]
+
+EXPORT_NAME = "model.pt2"
+EXPORT_FORMAT = "esper-export-v1"
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """What the exported model takes and returns.
+
+    Attributes:
+        shape: one example's shape, without the batch dimension (e.g. ``(1, 8, 8)`` images
+            or ``(64,)`` tokens).
+        dtype: the input dtype name (``"float32"`` images, ``"int64"`` tokens).
+        num_classes: size of the last logits dimension (the vocabulary for language models).
+        task: the task the model was trained on.
+    """
+
+    shape: tuple[int, ...]
+    dtype: str
+    num_classes: int
+    task: str
+
+    def example(self, batch: int = 2) -> Tensor:
+        """An input batch of this shape and dtype (zeros; values do not matter for tracing)."""
+        return torch.zeros((batch, *self.shape), dtype=getattr(torch, self.dtype))
+
+
+def bake_fossilized(model: MorphogeneticModel) -> MorphogeneticModel:
+    """A copy of ``model`` in eval mode keeping only its FOSSILIZED seeds (the rest pruned).
+
+    The original is not touched. The copy computes what the exported program computes.
+    """
+    baked = copy.deepcopy(model)
+    for slot in baked.slots():
+        if slot.seed is not None and slot.stage != SeedStage.FOSSILIZED:
+            slot.prune("export: only fossilized seeds are part of the final model")
+    return baked.eval()
+
+
+def export_model(model: MorphogeneticModel, spec: InputSpec, out_path: str | Path) -> Path:
+    """Bake ``model`` (see :func:`bake_fossilized`) and write it with ``torch.export`` atomically.
+
+    Also writes ``<out_path stem>.json`` with the input spec. Returns ``out_path``.
+    """
+    out = Path(out_path)
+    baked = bake_fossilized(model).cpu()
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with torch.no_grad():
+        program = torch.export.export(baked, (spec.example(),), dynamic_shapes=({0: batch},))
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, buffer.getvalue())
+    atomic_write_text(out.with_suffix(".json"), json.dumps(_metadata(baked, spec, out), indent=2) + "\n")
+    return out
+
+
+def export_grown(run_dir_or_checkpoint: str | Path, out_path: str | Path | None = None) -> Path:
+    """Export the grown model of a run (see :func:`export_model`).
+
+    Args:
+        run_dir_or_checkpoint: a run directory or its ``checkpoint.pt``.
+        out_path: where to write (default: ``model.pt2`` in the run directory).
+
+    Returns:
+        the path of the written program.
+
+    Raises:
+        CheckpointError: the checkpoint is missing, corrupt, or holds no run config.
+        DatasetError: the run's task data (which fixes the input shape) cannot be found.
+    """
+    checkpoint = resolve_checkpoint_path(run_dir_or_checkpoint)
+    spec = input_spec_of(checkpoint)
+    model = load_grown(checkpoint)
+    return export_model(model, spec, out_path or checkpoint.parent / EXPORT_NAME)
+
+
+def input_spec_of(checkpoint: str | Path) -> InputSpec:
+    """The input spec of a run, from the task named in its checkpoint's run config."""
+    data = load_checkpoint(checkpoint)
+    config = data.get("config")
+    if not isinstance(config, dict) or "task" not in config:
+        raise CheckpointError(f"checkpoint {str(checkpoint)!r} holds no run config (no task to export for)")
+    task = get_task(
+        config["task"],
+        data_dir=config.get("data_dir"),
+        text_file=config.get("text_file"),
+        batch_size=config.get("batch_size"),
+    )
+    dtype = "int64" if task.topology == "transformer" else "float32"
+    return InputSpec(tuple(task.input_shape), dtype, task.num_classes, task.name)
+
+
+def _metadata(model: MorphogeneticModel, spec: InputSpec, out: Path) -> dict[str, Any]:
+    fossilized = [
+        {"slot": s.slot_id, "blueprint": s.state.blueprint_id, "params": s.seed_params}
+        for s in model.slots()
+        if s.stage == SeedStage.FOSSILIZED
+    ]
+    return {
+        "format": EXPORT_FORMAT,
+        "program": out.name,
+        "task": spec.task,
+        "topology": model.topology,
+        "input_shape": ["batch", *spec.shape],
+        "input_dtype": spec.dtype,
+        "num_classes": spec.num_classes,
+        "output_shape": ["batch", spec.num_classes]
+        if model.topology == "cnn"
+        else ["batch", *spec.shape, spec.num_classes],
+        "params": sum(p.numel() for p in model.parameters()),
+        "fossilized_seeds": fossilized,
+        "torch_version": torch.__version__,
+        "load": f"torch.export.load({out.name!r}).module()(x)",
+    }

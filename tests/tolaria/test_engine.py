@@ -1,0 +1,206 @@
+"""Engine: determinism, exact resume, governor rollback, --compile with many growth events, AMP."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import torch._dynamo
+from tolaria_kit import ScriptedPolicy, assert_valid_stage_chains, churn, fast_config, make_engine, tiny_task
+from torch._dynamo.exc import FailOnRecompileLimitHit
+from torch._dynamo.utils import counters
+
+from esper.leyline.actions import Action, LifecycleOp
+from esper.leyline.events import Rollback, SeedPruned
+from esper.leyline.observation import Observation
+from esper.leyline.stages import SeedStage
+from esper.nissa.telemetry import MemorySink, Telemetry
+from esper.tamiyo.factory import make_controller
+from esper.tolaria.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from esper.tolaria.config import RunConfig
+from esper.tolaria.engine import Engine
+
+
+def _run(config: RunConfig, sink: MemorySink | None = None) -> Engine:
+    engine = make_engine(config, make_controller(config))
+    engine.telemetry = Telemetry([sink] if sink else [])
+    engine.setup()
+    engine.run()
+    return engine
+
+
+def _assert_same_state(a: dict[str, object], b: dict[str, object]) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, b[key]), key
+        else:
+            assert value == b[key], key
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_metrics(tmp_path: Path) -> None:
+    first = _run(fast_config(tmp_path / "a", epochs=6, seed=3))
+    second = _run(fast_config(tmp_path / "b", epochs=6, seed=3))
+    assert first.history == second.history
+    assert first.counters == second.counters
+    _assert_same_state(first.model.state_dict(), second.model.state_dict())
+    other = _run(fast_config(tmp_path / "c", epochs=2, seed=4))
+    assert other.history != first.history[:2]
+
+
+@pytest.mark.slow
+def test_resume_reaches_the_same_final_state_as_an_uninterrupted_run(tmp_path: Path) -> None:
+    events = MemorySink()
+    straight = _run(fast_config(tmp_path / "straight", epochs=10), events)
+    assert straight.counters["seeds_germinated"] >= 2 and straight.counters["seeds_fossilized"] >= 1
+
+    _run(fast_config(tmp_path / "split", epochs=5))
+    saved = load_checkpoint(tmp_path / "split" / CHECKPOINT_NAME)
+    assert saved["epoch"] == 5
+    stages = [s["stage"] for k, s in saved["model"].items() if k.endswith("_extra_state")]
+    assert any(stage != SeedStage.DORMANT for stage in stages)  # the split falls mid-growth
+
+    config = fast_config(tmp_path / "split", epochs=10)
+    resumed = make_engine(config, make_controller(config))  # a fresh engine, model and controller
+    resumed.resume()
+    assert resumed.epoch == 5
+    resumed.run()
+
+    assert resumed.history == straight.history
+    assert resumed.counters == straight.counters
+    _assert_same_state(resumed.model.state_dict(), straight.model.state_dict())
+    _assert_same_state(resumed.controller.state_dict(), straight.controller.state_dict())
+    opt_a, opt_b = resumed.trainer.optimizers.state_dict(), straight.trainer.optimizers.state_dict()
+    assert opt_a["seeds"].keys() == opt_b["seeds"].keys()
+    for pid, st in opt_b["host"]["state"].items():
+        assert torch.equal(opt_a["host"]["state"][pid]["exp_avg"], st["exp_avg"])
+    assert_valid_stage_chains(events.events)
+
+
+def _blend_r0c1(obs: Observation) -> Action | None:
+    """Germinate in r0c1 at once and push it to BLENDING (a long ramp), then wait."""
+    slot = obs.slot("r0c1")
+    if slot.stage == SeedStage.DORMANT and obs.epoch == 0:
+        return Action(LifecycleOp.GERMINATE, slot="r0c1", blueprint="conv_light", tempo_epochs=8)
+    if slot.stage in (SeedStage.GERMINATED, SeedStage.TRAINING):
+        return Action(LifecycleOp.ADVANCE, slot="r0c1")
+    return None
+
+
+def test_a_nan_loss_rolls_back_prunes_the_blending_seed_and_training_goes_on(tmp_path: Path) -> None:
+    sink = MemorySink()
+    config = fast_config(tmp_path, epochs=8)
+    engine = make_engine(config, ScriptedPolicy(_blend_r0c1))
+    engine.telemetry = Telemetry([sink])
+    engine.setup()
+    real_loss = engine.trainer.loss_fn
+    poisoned_epoch = 4
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = real_loss(logits, y)
+        return loss * math.nan if engine.epoch == poisoned_epoch else loss
+
+    engine.trainer.loss_fn = loss_fn
+    for _ in range(poisoned_epoch):
+        engine.run_epoch()
+    assert engine.model.slot("r0c1").stage == SeedStage.BLENDING
+    good_host = {k: v.clone() for k, v in engine.model.host.state_dict().items()}
+    good_opt = {
+        k: v["exp_avg"].clone() for k, v in engine.trainer.optimizers.host.state_dict()["state"].items()
+    }
+    good_controller_calls = engine.controller.state_dict()["calls"]
+
+    engine.run_epoch()  # the poisoned epoch: NaN loss, NaN weights after the step
+
+    (rollback,) = [e for e in sink.events if isinstance(e, Rollback)]
+    assert rollback.epoch == poisoned_epoch and rollback.restored_epoch == poisoned_epoch
+    assert rollback.pruned_slot == "r0c1" and rollback.reason.startswith("non-finite loss")
+    (pruned,) = [e for e in sink.events if isinstance(e, SeedPruned)]
+    assert pruned.slot == "r0c1" and pruned.reason.startswith("rollback")
+    assert engine.model.slot("r0c1").seed is None
+    for key, value in engine.model.host.state_dict().items():
+        assert torch.equal(value, good_host[key]), key  # restored, not stepped with NaN gradients
+    host_opt = engine.trainer.optimizers.host.state_dict()["state"]
+    assert all(torch.equal(host_opt[k]["exp_avg"], v) for k, v in good_opt.items())
+    assert engine.controller.state_dict()["calls"] == good_controller_calls  # no decision that epoch
+    assert "r0c1" not in engine.trainer.optimizers.seeds
+    assert engine.governor.rollbacks == 1 and engine.counters["seeds_pruned"] == 1
+
+    for _ in range(3):
+        engine.run_epoch()
+    after = [h["train_loss"] for h in engine.history[poisoned_epoch + 1 :]]
+    assert len(after) == 3 and all(math.isfinite(v) for v in after)
+    assert after[-1] < engine.history[poisoned_epoch - 1]["train_loss"]  # it keeps learning
+    assert all(torch.isfinite(p).all() for p in engine.model.parameters())
+    assert engine.summary()["rollbacks"] == 1
+    assert_valid_stage_chains(sink.events)
+
+
+@pytest.mark.slow
+def test_compile_survives_more_growth_events_than_the_recompile_limit(tmp_path: Path) -> None:
+    torch._dynamo.reset()
+    counters.clear()
+    sink = MemorySink()
+    config = fast_config(tmp_path, epochs=10, compile=True, compile_backend="eager", embargo_epochs=0)
+    engine = make_engine(config, ScriptedPolicy(churn))
+    engine.telemetry = Telemetry([sink])
+    engine.setup()
+    # Hitting the limit would otherwise silently fall back to eager; make it an error.
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        engine.run()
+    torch._dynamo.reset()
+
+    kinds = Counter(e.EVENT for e in sink.events)
+    lifecycle = kinds["stage_changed"]
+    assert lifecycle > torch._dynamo.config.recompile_limit
+    assert kinds["seed_germinated"] >= 3 and kinds["seed_pruned"] >= 2
+    assert counters["frames"]["ok"] > torch._dynamo.config.recompile_limit  # Dynamo kept compiling
+    assert counters["stats"]["unique_graphs"] > torch._dynamo.config.recompile_limit
+    assert all(math.isfinite(h["train_loss"]) for h in engine.history)
+    assert_valid_stage_chains(sink.events)
+
+
+def test_without_the_reset_the_same_run_hits_the_recompile_limit(tmp_path: Path, monkeypatch) -> None:
+    """Control for the test above: it would catch an engine that forgot to reset Dynamo."""
+    torch._dynamo.reset()
+    config = fast_config(tmp_path, epochs=6, compile=True, compile_backend="eager", embargo_epochs=0)
+    engine = make_engine(config, ScriptedPolicy(churn))
+    engine.telemetry = Telemetry()
+    engine.setup()
+    real_reset = torch._dynamo.reset
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: None)
+    try:
+        with (
+            torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, recompile_limit=2),
+            pytest.raises(FailOnRecompileLimitHit),
+        ):
+            engine.run()
+    finally:
+        real_reset()
+
+
+def test_bf16_autocast_run_on_a_tiny_task(tmp_path: Path) -> None:
+    config = fast_config(tmp_path, epochs=3, amp="bf16")
+    engine = make_engine(config, make_controller(config), task=tiny_task(n_train=64, n_val=32, batch_size=32))
+    engine.telemetry = Telemetry()
+    engine.setup()
+    summary = engine.run()
+    assert summary["amp"] == "bf16" and engine.trainer.scaler.is_enabled() is False
+    assert all(math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]) for h in engine.history)
+    assert all(p.dtype == torch.float32 for p in engine.model.parameters())
+    assert summary["epochs"] == 3 and (tmp_path / CHECKPOINT_NAME).is_file()
+
+
+def test_resolved_config_fills_in_the_task_defaults(tmp_path: Path) -> None:
+    config = fast_config(tmp_path, epochs=None)
+    engine = make_engine(config, make_controller(config))
+    engine.setup()
+    resolved = engine.resolved_config()
+    assert resolved.epochs == engine.task.default_epochs
+    assert resolved.lr == engine.task.default_lr and resolved.batch_size == 32
+    assert resolved.device == "cpu" and resolved.amp == "none"
+    assert resolved.blueprints and "conv_light" in resolved.blueprints

@@ -1,0 +1,115 @@
+"""Export: fossilized seeds baked in, others left out, a torch.export program with a dynamic batch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tolaria_kit import fast_config, grow, make_engine
+
+from esper import CNNHost, MorphogeneticModel, QualityGates, TransformerHost
+from esper.errors import CheckpointError
+from esper.leyline.stages import SeedStage
+from esper.tamiyo.factory import make_controller
+from esper.tolaria.checkpoint import load_grown
+from esper.tolaria.export import EXPORT_FORMAT, InputSpec, bake_fossilized, export_grown, export_model
+
+CNN_SPEC = InputSpec((1, 8, 8), "float32", 10, "digits")
+
+
+def _noisy_seeds(model: MorphogeneticModel) -> None:
+    with torch.no_grad():
+        for p in model.get_seed_parameters():
+            p.add_(0.3 * torch.randn_like(p))
+
+
+def _cnn() -> MorphogeneticModel:
+    host = CNNHost(num_classes=10, n_blocks=2, base_channels=4, in_channels=1, pool_layers=2)
+    model = MorphogeneticModel(host, gates=QualityGates(min_training_epochs=0, min_holding_epochs=0))
+    x = torch.randn(2, 1, 8, 8)
+    grow(model, "r0c0", "conv_light", SeedStage.FOSSILIZED, x)
+    grow(model, "r0c1", "attention", SeedStage.HOLDING, x)
+    _noisy_seeds(model)
+    return model
+
+
+def test_bake_keeps_only_fossilized_seeds_and_leaves_the_original_alone() -> None:
+    model = _cnn()
+    baked = bake_fossilized(model)
+    assert baked is not model and not baked.training
+    assert baked.slot("r0c0").stage == SeedStage.FOSSILIZED and baked.slot("r0c0").seed is not None
+    assert baked.slot("r0c1").seed is None
+    assert model.slot("r0c1").stage == SeedStage.HOLDING and model.slot("r0c1").seed is not None
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        model.slot("r0c1").set_alpha(0.0)  # the HOLDING seed switched off == left out
+        torch.testing.assert_close(baked(x), model.eval()(x))
+
+
+def test_exported_cnn_program_matches_the_baked_model_for_any_batch(tmp_path: Path) -> None:
+    model = _cnn()
+    path = export_model(model, CNN_SPEC, tmp_path / "out" / "model.pt2")
+    assert path == tmp_path / "out" / "model.pt2"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.json", "model.pt2"]
+    program = torch.export.load(path).module()
+    baked = bake_fossilized(model)
+    for batch in (1, 3, 17):
+        x = torch.randn(batch, 1, 8, 8)
+        with torch.no_grad():
+            torch.testing.assert_close(program(x), baked(x), rtol=1e-5, atol=1e-6)
+
+    meta = json.loads((path.parent / "model.json").read_text())
+    assert meta["format"] == EXPORT_FORMAT and meta["program"] == "model.pt2"
+    assert meta["input_shape"] == ["batch", 1, 8, 8] and meta["input_dtype"] == "float32"
+    assert meta["num_classes"] == 10 and meta["output_shape"] == ["batch", 10]
+    assert meta["fossilized_seeds"] == [
+        {"slot": "r0c0", "blueprint": "conv_light", "params": model.slot("r0c0").seed_params}
+    ]
+    assert meta["params"] == sum(p.numel() for p in baked.parameters())
+
+
+def test_exported_transformer_program_takes_token_batches(tmp_path: Path) -> None:
+    host = TransformerHost(vocab_size=13, n_embd=16, n_head=2, n_layer=2, block_size=8)
+    model = MorphogeneticModel(host, gates=QualityGates(min_training_epochs=0, min_holding_epochs=0))
+    tokens = torch.randint(0, 13, (2, 8))
+    grow(model, "r0c1", "mlp_small", SeedStage.FOSSILIZED, tokens)
+    grow(model, "r0c0", "lora", SeedStage.TRAINING, tokens)
+    _noisy_seeds(model)
+    path = export_model(model, InputSpec((8,), "int64", 13, "charlm"), tmp_path / "lm.pt2")
+    program = torch.export.load(path).module()
+    x = torch.randint(0, 13, (5, 8))
+    with torch.no_grad():
+        out = program(x)
+        torch.testing.assert_close(out, bake_fossilized(model)(x), rtol=1e-5, atol=1e-6)
+    assert out.shape == (5, 8, 13)
+    meta = json.loads((tmp_path / "lm.json").read_text())
+    assert meta["input_dtype"] == "int64" and meta["output_shape"] == ["batch", 8, 13]
+
+
+@pytest.mark.slow
+def test_export_grown_from_a_run_directory(tmp_path: Path) -> None:
+    config = fast_config(tmp_path / "run", epochs=10)
+    engine = make_engine(config, make_controller(config))
+    engine.setup()
+    engine.run()
+    assert engine.model.count_fossilized_seeds() >= 1
+
+    path = export_grown(tmp_path / "run")
+    assert path == tmp_path / "run" / "model.pt2"
+    baked = bake_fossilized(load_grown(tmp_path / "run"))
+    x = torch.randn(6, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.export.load(path).module()(x), baked(x), rtol=1e-5, atol=1e-6)
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["task"] == "digits-impaired" and len(meta["fossilized_seeds"]) >= 1
+
+    other = export_grown(tmp_path / "run" / "checkpoint.pt", tmp_path / "elsewhere" / "grown.pt2")
+    assert other.is_file() and (tmp_path / "elsewhere" / "grown.json").is_file()
+
+
+def test_export_of_a_missing_run_is_a_checkpoint_error(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        export_grown(tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
