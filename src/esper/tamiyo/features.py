@@ -122,9 +122,8 @@ def observation_features(obs: Observation) -> np.ndarray:
     """The observation as a ``[feature_size(len(obs.slots), len(obs.blueprints))]`` float32 vector."""
     parts = [_global_features(obs)]
     parts += [_slot_features(s, obs) for s in obs.slots]
-    vec = np.concatenate(parts).astype(np.float32)
-    vec = np.nan_to_num(vec, nan=0.0, posinf=FEATURE_CLIP, neginf=-FEATURE_CLIP)
-    return np.clip(vec, -FEATURE_CLIP, FEATURE_CLIP)
+    vec = np.nan_to_num(np.concatenate(parts), nan=0.0, posinf=FEATURE_CLIP, neginf=-FEATURE_CLIP)
+    return np.clip(vec, -FEATURE_CLIP, FEATURE_CLIP).astype(np.float32)  # clip first: no overflow
 
 
 def _log1p(x: float) -> float:
