@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from esper.leyline.stages import SeedStage
+from esper.errors import IllegalTransitionError
+from esper.leyline.stages import VALID_TRANSITIONS, SeedStage, is_failure_stage, is_valid_transition
 
-__all__ = ["GateResult", "QualityGates", "SeedMetrics"]
+if TYPE_CHECKING:  # slot_state imports SeedMetrics from here
+    from esper.kasmina.slot_state import SlotState
+
+__all__ = [
+    "GateResult",
+    "QualityGates",
+    "SeedMetrics",
+    "enum_value",
+    "gate_failures",
+    "gate_name",
+    "resolve_target",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,3 +115,123 @@ class SeedMetrics:
             prune_reason=str(data["prune_reason"]),
             history=[float(h) for h in history],
         )
+
+
+def gate_failures(
+    gates: QualityGates,
+    state: SlotState,
+    current: SeedStage,
+    target: SeedStage,
+    *,
+    has_seed: bool,
+    needs_gradients: bool,
+    pending_grad_steps: tuple[int, int] = (0, 0),
+) -> list[str]:
+    """Failed checks for moving a slot ``current -> target`` (empty: the gate passes).
+
+    Args:
+        gates: the thresholds.
+        state: the slot's state.
+        current: the slot's stage.
+        target: the stage asked for.
+        has_seed: the slot holds a seed.
+        needs_gradients: the seed has trainable parameters (G2 is vacuous otherwise).
+        pending_grad_steps: (backwards, finite ones) gathered but not yet in ``state.metrics``.
+    """
+    strict = not gates.permissive
+    failed = [] if has_seed else ["no seed in the slot"]
+    if target == SeedStage.BLENDING and current == SeedStage.TRAINING:
+        m, (events, finite) = state.metrics, pending_grad_steps
+        if strict and state.epochs_in_stage < gates.min_training_epochs:
+            failed.append(
+                f"trained {state.epochs_in_stage} epochs in TRAINING, needs {gates.min_training_epochs}"
+            )
+        if needs_gradients and m.grad_steps_finite + finite == 0:
+            failed.append(
+                f"no backward has reached every seed parameter with finite gradients since "
+                f"TRAINING began ({m.grad_steps + events} backward(s) seen)"
+            )
+    elif target == SeedStage.HOLDING and not state.alpha_controller.at_target:
+        ctl = state.alpha_controller
+        failed.append(f"alpha {ctl.alpha:.4f} has not reached its target {ctl.alpha_target:.4f}")
+    elif target == SeedStage.FOSSILIZED:
+        failed.extend(_fossilize_failures(gates, state, strict))
+    return failed
+
+
+def _fossilize_failures(gates: QualityGates, state: SlotState, strict: bool) -> list[str]:
+    c = state.metrics.counterfactual_contribution
+    failed = []
+    if strict and state.epochs_in_stage < gates.min_holding_epochs:
+        failed.append(f"held {state.epochs_in_stage} epochs in HOLDING, needs {gates.min_holding_epochs}")
+    if c is None:
+        if strict:
+            failed.append("counterfactual contribution has not been measured")
+    elif c != c:
+        failed.append("counterfactual contribution is NaN")
+    elif strict and not c > gates.min_fossilize_contribution:
+        failed.append(f"contribution {c:.4g} is not above {gates.min_fossilize_contribution:.4g}")
+    return failed
+
+
+_NEXT_STAGE = {
+    SeedStage.GERMINATED: SeedStage.TRAINING,
+    SeedStage.TRAINING: SeedStage.BLENDING,
+    SeedStage.BLENDING: SeedStage.HOLDING,
+    SeedStage.HOLDING: SeedStage.FOSSILIZED,
+}
+_GATE_NAMES = {
+    SeedStage.TRAINING: "G1",
+    SeedStage.BLENDING: "G2",
+    SeedStage.HOLDING: "G3",
+    SeedStage.FOSSILIZED: "G5",
+}
+
+
+def gate_name(current: SeedStage, target: SeedStage) -> str:
+    """The gate guarding ``current -> target`` (G4 is HOLDING -> BLENDING, a re-blend)."""
+    if target == SeedStage.BLENDING and current == SeedStage.HOLDING:
+        return "G4"
+    return _GATE_NAMES[target]
+
+
+def resolve_target(slot_id: str, current: SeedStage, target: SeedStage | int | None) -> SeedStage:
+    """The stage ``advance_stage(target)`` moves to; an illegal ask is an IllegalTransitionError.
+
+    None means the next stage along GERMINATED -> ... -> FOSSILIZED. The failure cycle
+    (PRUNED -> EMBARGOED -> RESETTING -> DORMANT) advances only with ``step_epoch()``, and a
+    seed enters GERMINATED only through ``germinate()``.
+    """
+    if target is None:
+        nxt = _NEXT_STAGE.get(current)
+        if nxt is None:
+            raise IllegalTransitionError(
+                f"slot {slot_id!r} is {current.name}: there is no next stage to advance to"
+            )
+        return nxt
+    stage: SeedStage = enum_value(SeedStage, target)
+    if not is_valid_transition(current, stage):
+        allowed = sorted(s.name for s in VALID_TRANSITIONS[current])
+        raise IllegalTransitionError(
+            f"slot {slot_id!r} cannot go {current.name} -> {stage.name}; allowed from "
+            f"{current.name}: {allowed}"
+        )
+    if is_failure_stage(current):
+        raise IllegalTransitionError(
+            f"slot {slot_id!r} is {current.name}: the embargo advances with step_epoch()"
+        )
+    if stage == SeedStage.GERMINATED:
+        raise IllegalTransitionError(
+            f"slot {slot_id!r} is {current.name}: a seed enters GERMINATED through "
+            f"germinate(blueprint_id), not advance_stage()"
+        )
+    return stage
+
+
+def enum_value(kind: Any, value: Any) -> Any:
+    """``kind(value)`` with an error that lists the valid members."""
+    try:
+        return kind(value)
+    except ValueError:
+        names = [m.name for m in kind]
+        raise ValueError(f"{value!r} is not a valid {kind.__name__}; valid: {names}") from None

@@ -17,11 +17,20 @@ from torch import Tensor, nn
 from esper.errors import CheckpointError, IllegalTransitionError, ShapeError
 from esper.kasmina.blending import GatedBlend
 from esper.kasmina.blueprints import BlueprintRegistry
-from esper.kasmina.gates import GateResult, QualityGates, SeedMetrics
+from esper.kasmina.gates import (
+    GateResult,
+    QualityGates,
+    SeedMetrics,
+    enum_value,
+    gate_failures,
+    gate_name,
+    resolve_target,
+)
+from esper.kasmina.grad_monitor import GradientMonitor
 from esper.kasmina.isolation import ste_forward
 from esper.kasmina.slot_state import SlotState
 from esper.leyline.alpha import AlphaAlgorithm, AlphaCurve
-from esper.leyline.stages import SeedStage, is_failure_stage, is_valid_transition
+from esper.leyline.stages import SeedStage, is_failure_stage
 
 __all__ = ["GateResult", "QualityGates", "SeedMetrics", "SeedSlot"]
 
@@ -30,18 +39,6 @@ _PASS, _INCUBATE, _BLEND = 0, 1, 2
 # Module-level aliases: an enum-member lookup in the forward costs more than the compare.
 _ADD, _MULTIPLY = AlphaAlgorithm.ADD, AlphaAlgorithm.MULTIPLY
 _is_compiling = torch.compiler.is_compiling
-_NEXT_STAGE = {
-    SeedStage.GERMINATED: SeedStage.TRAINING,
-    SeedStage.TRAINING: SeedStage.BLENDING,
-    SeedStage.BLENDING: SeedStage.HOLDING,
-    SeedStage.HOLDING: SeedStage.FOSSILIZED,
-}
-_GATE_NAMES = {
-    SeedStage.TRAINING: "G1",
-    SeedStage.BLENDING: "G2",
-    SeedStage.HOLDING: "G3",
-    SeedStage.FOSSILIZED: "G5",
-}
 
 
 class SeedSlot(nn.Module):
@@ -89,9 +86,7 @@ class SeedSlot(nn.Module):
         self.register_buffer("_like", torch.zeros(()), persistent=False)
         self._alpha_cache: dict[torch.dtype, Tensor] = {}
         self._alpha_override: Tensor | None = None
-        self._grad_hooks: list[Any] = []
-        self._grad_events = 0
-        self._grad_finite: Tensor | None = None
+        self._grads = GradientMonitor()
         self._mode = _PASS
         self.active = False
         self._detach_input = True
@@ -154,7 +149,7 @@ class SeedSlot(nn.Module):
                 f"slot {self.slot_id!r} is {self.state.stage.name}, not DORMANT: germinate "
                 f"needs an empty slot (prune the seed, wait out the embargo, or pick another slot)"
             )
-        algorithm, curve = _enum(AlphaAlgorithm, alpha_algorithm), _enum(AlphaCurve, alpha_curve)
+        algorithm, curve = enum_value(AlphaAlgorithm, alpha_algorithm), enum_value(AlphaCurve, alpha_curve)
         if isinstance(blend_tempo_epochs, bool) or not isinstance(blend_tempo_epochs, int) or (
             blend_tempo_epochs < 1
         ):
@@ -200,13 +195,11 @@ class SeedSlot(nn.Module):
         Illegal targets raise exactly as :meth:`advance_stage` does.
         """
         current = self.state.stage
-        target = self._resolve_target(current, target_stage)
+        target = resolve_target(self.slot_id, current, target_stage)
         if target == SeedStage.PRUNED:
             return GateResult(True, "prune", target)
         failed = self._check_gate(current, target)
-        reblend = target == SeedStage.BLENDING and current == SeedStage.HOLDING
-        gate = "G4" if reblend else _GATE_NAMES[target]
-        return GateResult(not failed, gate, target, tuple(failed))
+        return GateResult(not failed, gate_name(current, target), target, tuple(failed))
 
     def set_alpha_target(
         self, alpha_target: float, *, steps: int, alpha_curve: AlphaCurve | None = None
@@ -355,81 +348,28 @@ class SeedSlot(nn.Module):
             )
 
     # ----------------------------------------------------------------- internals
-    def _resolve_target(self, current: SeedStage, target: SeedStage | None) -> SeedStage:
-        if target is None:
-            nxt = _NEXT_STAGE.get(current)
-            if nxt is None:
-                raise IllegalTransitionError(
-                    f"slot {self.slot_id!r} is {current.name}: there is no next stage to advance to"
-                )
-            return nxt
-        target = _enum(SeedStage, target)
-        if not is_valid_transition(current, target):
-            raise IllegalTransitionError(
-                f"slot {self.slot_id!r} cannot go {current.name} -> {target.name}; allowed from "
-                f"{current.name}: {sorted(s.name for s in _allowed(current))}"
-            )
-        if is_failure_stage(current):
-            raise IllegalTransitionError(
-                f"slot {self.slot_id!r} is {current.name}: the embargo advances with step_epoch()"
-            )
-        if target == SeedStage.GERMINATED:
-            raise IllegalTransitionError(
-                f"slot {self.slot_id!r} is {current.name}: a seed enters GERMINATED through "
-                f"germinate(blueprint_id), not advance_stage()"
-            )
-        return target
 
     def _check_gate(self, current: SeedStage, target: SeedStage) -> list[str]:
         """Failed checks for ``current -> target`` (empty list: the gate passes)."""
-        g, st, failed = self.gates, self.state, []
-        strict = not g.permissive
-        if self.seed is None:
-            failed.append("no seed in the slot")
-        if target == SeedStage.BLENDING and current == SeedStage.TRAINING:
-            events, finite = self._pending_grad_stats()  # read, not folded in: a gate changes nothing
-            m = st.metrics
-            if strict and st.epochs_in_stage < g.min_training_epochs:
-                failed.append(
-                    f"trained {st.epochs_in_stage} epochs in TRAINING, needs {g.min_training_epochs}"
-                )
-            if self._incubated_params() and m.grad_steps_finite + finite == 0:
-                failed.append(
-                    f"no backward has reached every seed parameter with finite gradients since "
-                    f"TRAINING began ({m.grad_steps + events} backward(s) seen)"
-                )
-        elif target == SeedStage.HOLDING and not st.alpha_controller.at_target:
-            ctl = st.alpha_controller
-            failed.append(f"alpha {ctl.alpha:.4f} has not reached its target {ctl.alpha_target:.4f}")
-        elif target == SeedStage.FOSSILIZED:
-            failed.extend(self._fossilize_checks(strict))
-        return failed
-
-    def _fossilize_checks(self, strict: bool) -> list[str]:
-        g, st = self.gates, self.state
-        c = st.metrics.counterfactual_contribution
-        failed = []
-        if strict and st.epochs_in_stage < g.min_holding_epochs:
-            failed.append(
-                f"held {st.epochs_in_stage} epochs in HOLDING, needs {g.min_holding_epochs}"
-            )
-        if c is None:
-            if strict:
-                failed.append("counterfactual contribution has not been measured")
-        elif c != c:
-            failed.append("counterfactual contribution is NaN")
-        elif strict and not c > g.min_fossilize_contribution:
-            failed.append(f"contribution {c:.4g} is not above {g.min_fossilize_contribution:.4g}")
-        return failed
+        events, finite = self._grads.pending()  # read, not folded in: a gate changes nothing
+        return gate_failures(
+            self.gates,
+            self.state,
+            current,
+            target,
+            has_seed=self.seed is not None,
+            needs_gradients=bool(self._incubated_params()),
+            pending_grad_steps=(events, finite),
+        )
 
     def _set_stage(self, stage: SeedStage) -> None:
         if self.state.stage == SeedStage.TRAINING and stage != SeedStage.TRAINING:
             self._collect_grad_stats()
-            self._remove_grad_hooks()
+            self._grads.detach()
         self.state.stage = stage
         self.state.epochs_in_stage = 0
         if stage == SeedStage.TRAINING:
-            self._add_grad_hooks()
+            self._grads.attach(self._incubated_params())
         self._refresh_mode()
 
     def _refresh_mode(self) -> None:
@@ -454,7 +394,7 @@ class SeedSlot(nn.Module):
             self.gate = gate.to(device=like.device, dtype=like.dtype)
 
     def _uninstall(self) -> None:
-        self._remove_grad_hooks()
+        self._grads.detach()
         self.seed = None
         self.gate = None
 
@@ -472,49 +412,13 @@ class SeedSlot(nn.Module):
         """
         return [] if self.seed is None else [p for p in self.seed.parameters() if p.requires_grad]
 
-    # Gradient statistics: post-accumulate-grad hooks count, on the device, the finite gradients
-    # each seed parameter received; step_epoch() reads the counts (one host sync per epoch).
-    def _add_grad_hooks(self) -> None:
-        self._remove_grad_hooks()
-        params = self._incubated_params()
-        if not params:
-            return
-        self._grad_finite = torch.zeros(len(params), device=params[0].device)
-        for i, p in enumerate(params):
-            self._grad_hooks.append(p.register_post_accumulate_grad_hook(self._grad_hook(i)))
-
-    def _grad_hook(self, index: int) -> Any:
-        def hook(param: Tensor) -> None:
-            if param.grad is None or self._grad_finite is None:
-                return
-            self._grad_finite[index] += torch.isfinite(param.grad).all()
-            if index == 0:
-                self._grad_events += 1
-
-        return hook
-
-    def _pending_grad_stats(self) -> tuple[int, int]:
-        """Backwards seen since the last collection, and how many were finite (no state change)."""
-        if self._grad_events == 0 or self._grad_finite is None:
-            return 0, 0
-        return self._grad_events, int(self._grad_finite.min().item())  # host sync, once per epoch
-
     def _collect_grad_stats(self) -> None:
-        events, finite = self._pending_grad_stats()
-        if events == 0:
-            return
-        self.state.metrics.grad_steps += events
-        self.state.metrics.grad_steps_finite += finite
-        self._grad_events = 0
-        assert self._grad_finite is not None
-        self._grad_finite.zero_()
-
-    def _remove_grad_hooks(self) -> None:
-        for handle in self._grad_hooks:
-            handle.remove()
-        self._grad_hooks.clear()
-        self._grad_finite = None
-        self._grad_events = 0
+        """Fold the gradient counts gathered since the last call into the metrics."""
+        events, finite = self._grads.pending()
+        if events:
+            self.state.metrics.grad_steps += events
+            self.state.metrics.grad_steps_finite += finite
+            self._grads.reset()
 
     # ----------------------------------------------------------------- module plumbing
     def _apply(self, fn: Any, recurse: bool = True) -> SeedSlot:
@@ -534,7 +438,7 @@ class SeedSlot(nn.Module):
         checkpoint taken mid-epoch loses no backward.
         """
         state = self.state.to_dict()
-        events, finite = self._pending_grad_stats()
+        events, finite = self._grads.pending()
         state["metrics"]["grad_steps"] += events
         state["metrics"]["grad_steps_finite"] += finite
         return state
@@ -554,7 +458,7 @@ class SeedSlot(nn.Module):
     def set_extra_state(self, state: Any) -> None:
         """Restore the slot from a checkpoint, rebuilding its seed (before its weights load)."""
         new = self._parse_extra_state(state)
-        self._remove_grad_hooks()
+        self._grads.detach()
         same_seed = (
             self.seed is not None
             and self.state.blueprint_id == new.blueprint_id
@@ -571,7 +475,7 @@ class SeedSlot(nn.Module):
         self.state = new
         self._write_alpha(new.alpha_controller.alpha)
         if new.stage == SeedStage.TRAINING:
-            self._add_grad_hooks()
+            self._grads.attach(self._incubated_params())
         self._refresh_mode()
 
     def extra_repr(self) -> str:
@@ -579,18 +483,3 @@ class SeedSlot(nn.Module):
             f"slot_id={self.slot_id!r}, channels={self.channels}, stage={self.stage.name}, "
             f"blueprint={self.state.blueprint_id!r}, alpha={self.alpha:.3f}"
         )
-
-
-def _allowed(stage: SeedStage) -> frozenset[SeedStage]:
-    from esper.leyline.stages import VALID_TRANSITIONS
-
-    return VALID_TRANSITIONS[stage]
-
-
-def _enum(kind: Any, value: Any) -> Any:
-    """``kind(value)`` with an error that lists the valid members."""
-    try:
-        return kind(value)
-    except ValueError:
-        names = [m.name for m in kind]
-        raise ValueError(f"{value!r} is not a valid {kind.__name__}; valid: {names}") from None
