@@ -1,7 +1,9 @@
-"""A tiny PPO run writes a loadable policy and resumes after a kill; MaskablePPO interop."""
+"""A tiny PPO run (feed-forward and LSTM) writes a loadable policy and resumes after a kill;
+the learned policy drives an engine run; MaskablePPO interop."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,15 +11,21 @@ import pytest
 import torch
 
 from esper.errors import CheckpointError, ConfigError
+from esper.nissa.telemetry import MemorySink
 from esper.simic.env import MorphogenesisEnv
 from esper.simic.training import PPO_CHECKPOINT, PPORunConfig, train_ppo
+from esper.tamiyo.learned import LearnedPolicy
 from esper.tamiyo.policy_net import load_policy
+from esper.tolaria.checkpoint import load_checkpoint
+from esper.tolaria.config import RunConfig
+from esper.tolaria.run import run_training
 
 pytestmark = pytest.mark.slow
 
 
-def _config(out, rounds=2):
-    return PPORunConfig(rounds=rounds, envs=2, episode_length=3, out=str(out), quiet=True, minibatch_size=6)
+def _config(out, rounds=2, **kw):
+    kw.setdefault("minibatch_size", 6)
+    return PPORunConfig(rounds=rounds, envs=2, episode_length=3, out=str(out), quiet=True, **kw)
 
 
 def test_tiny_run_then_resume(tmp_path):
@@ -41,6 +49,35 @@ def test_tiny_run_then_resume(tmp_path):
         assert key in updates[-1]["metrics"]
     assert updates[-1]["metrics"]["illegal_rate"] == 0.0  # conditional masks: only legal actions
     assert abs(updates[-1]["metrics"]["ratio_start_dev"]) < 1e-5
+
+
+def test_lstm_run_resume_and_engine_run(tmp_path):
+    # minibatch_size=3 with 3-step episodes: one environment per minibatch, so the update
+    # replays each sequence in a batch of its own, not as the rollout batched them.
+    config = _config(tmp_path / "ppo", rounds=1, lstm=True, lstm_hidden=8, minibatch_size=3)
+    sink = MemorySink()
+    train_ppo(config, extra_sinks=[sink])
+    with pytest.raises(ConfigError, match="lstm: saved True, given False"):
+        train_ppo(_config(tmp_path / "ppo", rounds=2, minibatch_size=3), resume=True)
+    summary = train_ppo(dataclasses.replace(config, rounds=2), resume=True, extra_sinks=[sink])
+    assert summary["rounds"] == 2
+    updates = [e.metrics for e in sink.events if e.EVENT == "ppo_update"]
+    assert len(updates) == 2
+    for metrics in updates:  # the update's replay reproduces the rollout's log-probs
+        assert abs(metrics["ratio_start_dev"]) < 1e-5
+        assert metrics["illegal_rate"] == 0.0
+    assert load_checkpoint(tmp_path / "ppo" / PPO_CHECKPOINT)["policy_config"]["lstm"] is True
+
+    blob = torch.load(tmp_path / "ppo" / "policy.pt", weights_only=True)
+    assert blob["config"]["lstm"] is True and blob["config"]["lstm_hidden"] == 8
+    controller = LearnedPolicy(tmp_path / "ppo" / "policy.pt")
+    run = RunConfig(task="digits-impaired", epochs=3, seed=3, quiet=True, out=str(tmp_path / "run"),
+                    controller="policy", policy=str(tmp_path / "ppo" / "policy.pt"))  # fmt: skip
+    assert run_training(run, controller)["epochs"] == 3
+    saved = load_checkpoint(tmp_path / "run")["controller"]
+    assert saved["last_epoch"] == 2 and saved["lstm_h"].shape == (1, 1, 8)
+    assert controller.lstm_state is not None
+    assert torch.equal(saved["lstm_h"], controller.lstm_state[0])
 
 
 def test_resume_without_checkpoint(tmp_path):

@@ -34,6 +34,8 @@ EVAL_SEED_OFFSET = 10_000
     "--reward", type=click.Choice(["shaped", "sparse", "basic"]), default="shaped", show_default=True
 )
 @click.option("--ppo-epochs", type=int, default=4, show_default=True, help="Passes over each rollout.")
+@click.option("--lstm", is_flag=True, help="Recurrent policy: an LSTM after the shared trunk.")
+@click.option("--lstm-hidden", type=int, default=64, show_default=True, help="LSTM state size (with --lstm).")
 @click.option("--vector", type=click.Choice(["auto", "sync", "async"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="runs/ppo", show_default=True)
@@ -46,6 +48,7 @@ def train_ppo_command(**params: Any) -> None:
     \b
     Examples:
       esper train ppo --task digits-impaired --rounds 30 --envs 2 --episode-length 10
+      esper train ppo --lstm --episode-length 20 --out runs/ppo-lstm
       esper train ppo --out runs/ppo --resume --rounds 60
       esper train policy --policy runs/ppo/policy.pt --task digits-impaired
     """

@@ -9,6 +9,12 @@ a killed run resumes from its last finished round with ``resume=True``. Each rou
 
 Environment seeds are a function of ``(seed, round, env index)``, so a round's episodes are
 the same whether the run was resumed or not.
+
+With ``lstm=True`` the policy is recurrent: the rollout threads the LSTM state from step to
+step (zeroed where an episode starts), the buffer records the state the rollout started from,
+and the update replays whole environment sequences from it (``minibatch_size // episode_length``
+environments per minibatch, at least one). Every round starts fresh episodes, so no LSTM state
+outlives a round: the checkpoint's policy weights and config are all a resume needs.
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ class PPORunConfig:
     out: str = "runs/ppo"
     vector: str = "auto"
     hidden: int = 64
+    lstm: bool = False
+    lstm_hidden: int = 64
     lr: float = 3e-4
     ppo_epochs: int = 4
     minibatch_size: int = 32
@@ -79,9 +87,11 @@ class PPORunConfig:
     def __post_init__(self) -> None:
         problems = [
             f"{name} must be an int >= 1, got {getattr(self, name)!r}"
-            for name in ("rounds", "envs", "episode_length", "hidden")
+            for name in ("rounds", "envs", "episode_length", "hidden", "lstm_hidden")
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1)
         ]
+        if not isinstance(self.lstm, bool):
+            problems.append(f"lstm must be a bool, got {self.lstm!r}")
         if self.reward not in REWARD_MODES:
             problems.append(f"reward {self.reward!r} is not one of {list(REWARD_MODES)}")
         if self.vector not in VECTOR_MODES:
@@ -105,6 +115,12 @@ class PPORunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def build_policy(self, obs_dim: int, head_sizes: dict[str, int]) -> FactoredPolicy:
+        """The (untrained) policy network this run trains."""
+        return FactoredPolicy(
+            obs_dim, head_sizes, hidden=self.hidden, lstm=self.lstm, lstm_hidden=self.lstm_hidden
+        )
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> PPORunConfig:
@@ -158,13 +174,18 @@ class _Rollout:
     def __init__(self, envs: gym.vector.VectorEnv, policy: FactoredPolicy, config: PPORunConfig) -> None:
         self.envs, self.policy, self.config = envs, policy, config
         n, t = config.envs, config.episode_length
-        self.buffer = RolloutBuffer(t, n, policy.obs_dim, len(HEADS), policy.mask_dim)
+        lstm_hidden = policy.lstm_hidden if policy.use_lstm else 0
+        self.buffer = RolloutBuffer(
+            t, n, policy.obs_dim, len(HEADS), policy.mask_dim, lstm_hidden=lstm_hidden
+        )
 
     def collect(self, seeds: list[int]) -> dict[str, float]:
         n = self.config.envs
         # Vector envs accept one seed per env, which gymnasium's stub does not say.
         obs, info = self.envs.reset(seed=seeds)  # type: ignore[arg-type]
-        self.buffer.reset()
+        # The state the rollout starts from (zeros; step 0 starts every episode anyway).
+        state = self.policy.initial_state(n) if self.policy.use_lstm else None
+        self.buffer.reset(state)
         returns = np.zeros(n)
         illegal, env_time, policy_time = 0, 0.0, 0.0
         start = torch.ones(n)
@@ -172,13 +193,15 @@ class _Rollout:
         for _ in range(self.config.episode_length):
             t0 = time.perf_counter()
             obs_t = torch.as_tensor(obs, dtype=torch.float32)
-            actions, masks, log_prob, value = select_actions(self.policy, obs_t, _legality(info, n))
+            chosen = select_actions(self.policy, obs_t, _legality(info, n), state=state, episode_starts=start)
+            state = chosen.state
             t1 = time.perf_counter()
-            obs, reward, _terminated, _truncated, info = self.envs.step(actions.numpy())
+            obs, reward, _terminated, _truncated, info = self.envs.step(chosen.actions.numpy())
             env_time += time.perf_counter() - t1
             policy_time += t1 - t0
             r = torch.as_tensor(reward, dtype=torch.float32)
-            self.buffer.add(obs_t, actions, masks, log_prob, value, r, start)
+            self.buffer.add(obs_t, chosen.actions, chosen.masks, chosen.log_prob, chosen.value, r, start)
+            # Every episode lasts exactly episode_length steps: the next start is the next round.
             start = torch.zeros(n)
             returns += reward
             illegal += int(np.sum(info["illegal_action"]))
@@ -222,8 +245,8 @@ def train_ppo(
     try:
         obs_dim = int(envs.single_observation_space.shape[0])  # type: ignore[index]
         head_sizes = dict(zip(HEADS, (int(n) for n in envs.single_action_space.nvec), strict=True))  # type: ignore[attr-defined]
-        policy = FactoredPolicy(obs_dim, head_sizes, hidden=config.hidden)
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.seed)  # before the policy's init, so that it is seeded too
+        policy = config.build_policy(obs_dim, head_sizes)
         trainer = PPOTrainer(
             policy, config.ppo_config(), generator=torch.Generator().manual_seed(config.seed)
         )
@@ -309,6 +332,7 @@ def _save(
         {
             "kind": "ppo",
             "config": config.to_dict(),
+            "policy_config": policy.policy_config(),
             "trainer": trainer.state_dict(),
             "sampler": sampler.get_state(),
             "history": history,
@@ -322,10 +346,12 @@ def _load_for_resume(config: PPORunConfig, path: Path) -> dict[str, Any]:
     data = load_checkpoint(path)
     if data.get("kind") != "ppo":
         raise CheckpointError(f"{str(path)!r} is not a PPO checkpoint")
+    saved = data["config"]
+    # A field the saved run predates (e.g. lstm) had its default there.
     differ = [
-        f"{k}: saved {v!r}, given {getattr(config, k)!r}"
-        for k, v in data["config"].items()
-        if k not in _RESUMABLE and getattr(config, k, v) != v
+        f"{f.name}: saved {saved.get(f.name, f.default)!r}, given {getattr(config, f.name)!r}"
+        for f in fields(config)
+        if f.name not in _RESUMABLE and getattr(config, f.name) != saved.get(f.name, f.default)
     ]
     if differ:
         raise ConfigError("cannot resume with different settings:\n  - " + "\n  - ".join(differ))

@@ -4,13 +4,17 @@ Actions are chosen head by head under :meth:`JointLegality.conditional_mask` (op
 given the op; then blueprint, style, tempo and alpha target given both), so the policy only
 ever picks jointly legal actions, and the mask that produced each head is recorded with the
 action: PPO recomputes the exact log-probabilities from it (:func:`select_actions`).
+
+A recurrent policy (``lstm=True``) steps its LSTM once per observation: the three head draws
+and the log-prob all start from the same ``(h, c)`` and see the same episode-start reset, so
+PPO's sequence replay (:meth:`FactoredPolicy.evaluate`) reproduces the rollout's log-probs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -21,9 +25,19 @@ from esper.leyline.actions import Action
 from esper.leyline.observation import Observation
 from esper.tamiyo.features import feature_size, observation_features
 from esper.tamiyo.masks import ActionLayout, JointLegality
-from esper.tamiyo.policy_net import FactoredPolicy, load_policy
+from esper.tamiyo.policy_net import FactoredPolicy, LSTMState, load_policy
 
-__all__ = ["LearnedPolicy", "select_actions"]
+__all__ = ["LearnedPolicy", "Selection", "select_actions"]
+
+
+class Selection(NamedTuple):
+    """What :func:`select_actions` chose for ``B`` environments (fp32 log-prob and value)."""
+
+    actions: Tensor  # (B, n_heads) long
+    masks: Tensor  # (B, mask_dim) bool: the composite mask each head was drawn under
+    log_prob: Tensor  # (B,)
+    value: Tensor  # (B,)
+    state: LSTMState | None  # LSTM state after this step; None for a feed-forward policy
 
 
 @torch.no_grad()
@@ -33,35 +47,67 @@ def select_actions(
     legality: Sequence[JointLegality],
     *,
     deterministic: bool = False,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    state: LSTMState | None = None,
+    episode_starts: Tensor | None = None,
+) -> Selection:
     """Pick one jointly legal action per environment.
 
     Args:
-        policy: a feed-forward :class:`FactoredPolicy`.
+        policy: a :class:`FactoredPolicy`, feed-forward or recurrent.
         obs: ``[B, obs_dim]`` features.
         legality: the exact legality of each of the ``B`` states.
         deterministic: most likely entry of each head instead of sampling.
+        state: recurrent policy only: the LSTM state before this step (None: zeros).
+        episode_starts: recurrent policy only: ``[B]``, 1 where ``obs`` starts an episode
+            (that environment's state is zeroed first). Ignored by a feed-forward policy.
 
     Returns:
-        ``(actions [B, n_heads] long, masks [B, mask_dim] bool, log_prob [B], value [B])``;
-        ``masks`` is the composite mask each head was drawn under (store it in the rollout).
+        A :class:`Selection`; store ``masks`` in the rollout, and feed ``state`` to the next
+        step of a recurrent policy.
     """
-    union = torch.as_tensor(np.stack([leg.flat_mask() for leg in legality]), device=obs.device)
-    first, _, _, _ = policy.act(obs, union, deterministic=deterministic)
+    if not policy.use_lstm:
+        episode_starts = None
+
+    def act(masks: np.ndarray) -> tuple[Tensor, LSTMState | None]:
+        # Every draw starts from the same (state, starts): the LSTM steps once per observation.
+        actions, _, _, new_state = policy.act(
+            obs,
+            torch.as_tensor(masks, device=obs.device),
+            state=state,
+            deterministic=deterministic,
+            episode_starts=episode_starts,
+        )
+        return actions, new_state
+
+    union = np.stack([leg.flat_mask() for leg in legality])
+    first, new_state = act(union)
     ops = first[:, 0].tolist()
-    by_op = np.stack([leg.conditional_mask(op) for leg, op in zip(legality, ops, strict=True)])
-    second, _, _, _ = policy.act(obs, torch.as_tensor(by_op, device=obs.device), deterministic=deterministic)
+    second, _ = act(np.stack([leg.conditional_mask(op) for leg, op in zip(legality, ops, strict=True)]))
     slots = second[:, 1].tolist()
     full = np.stack([leg.conditional_mask(op, s) for leg, op, s in zip(legality, ops, slots, strict=True)])
-    masks = torch.as_tensor(full, device=obs.device)
-    actions, _, _, _ = policy.act(obs, masks, deterministic=deterministic)
+    actions, _ = act(full)
     actions[:, 0], actions[:, 1] = first[:, 0], second[:, 1]
-    log_prob, _, value, _ = policy.evaluate(obs, actions, masks)
-    return actions, masks, log_prob, value
+    masks = torch.as_tensor(full, device=obs.device)
+    if policy.use_lstm:  # evaluate takes a [T=1, B] sequence, as PPO's replay does
+        starts = None if episode_starts is None else episode_starts.unsqueeze(0)
+        log_prob, _, value, _ = policy.evaluate(
+            obs.unsqueeze(0), actions.unsqueeze(0), masks.unsqueeze(0), state, starts
+        )
+        log_prob, value = log_prob.squeeze(0), value.squeeze(0)
+    else:
+        log_prob, _, value, _ = policy.evaluate(obs, actions, masks)
+    return Selection(actions, masks, log_prob, value, new_state)
 
 
 class LearnedPolicy:
     """A trained :class:`FactoredPolicy` as a controller (``decide(observation) -> Action``).
+
+    A recurrent policy keeps its LSTM state from one ``decide()`` to the next. Within a run
+    the observation's epoch strictly increases, so the rule is: **an observation whose epoch
+    is not after the last one decided starts a new run** (the state is zeroed first, as at an
+    episode start in training). The first decision is always such a start. The state and the
+    last epoch are part of :meth:`state_dict`, so a resumed run (or the engine's rollback to
+    its last good epoch) continues with the state it had.
 
     Args:
         policy: the network, or a path to a ``policy.pt``.
@@ -80,13 +126,11 @@ class LearnedPolicy:
     ) -> None:
         self.source = str(policy) if not isinstance(policy, FactoredPolicy) else "<in-memory>"
         self.net = load_policy(policy) if not isinstance(policy, FactoredPolicy) else policy
-        if self.net.use_lstm:
-            raise CheckpointError(
-                f"policy {self.source} is recurrent; LearnedPolicy runs feed-forward policies"
-            )
         self.net.eval()
         self.deterministic = deterministic
         self.generator = torch.Generator().manual_seed(seed)
+        self.lstm_state: LSTMState | None = None  # (h, c), each (1, 1, lstm_hidden)
+        self.last_epoch: int | None = None  # epoch of the last decision; None before the first
 
     def check_fits(self, obs: Observation) -> ActionLayout:
         """The observation's action layout, after checking the policy was trained for it."""
@@ -105,21 +149,40 @@ class LearnedPolicy:
             )
         return layout
 
+    def starts_run(self, observation: Observation) -> bool:
+        """True when ``observation`` begins a new run (its epoch is not after the last one)."""
+        return self.last_epoch is None or observation.epoch <= self.last_epoch
+
     def decide(self, observation: Observation) -> Action:
         layout = self.check_fits(observation)
         features = torch.as_tensor(observation_features(observation)).unsqueeze(0)
         legality = JointLegality.from_observation(observation)
+        start = torch.tensor([float(self.starts_run(observation))])
+        state = self.lstm_state if self.net.use_lstm else None
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(self.generator.get_state())
-            actions, _, _, _ = select_actions(
-                self.net, features, [legality], deterministic=self.deterministic
+            chosen = select_actions(
+                self.net,
+                features,
+                [legality],
+                deterministic=self.deterministic,
+                state=state,
+                episode_starts=start,
             )
             self.generator.set_state(torch.get_rng_state())
-        return layout.decode(actions[0].numpy())
+        self.lstm_state, self.last_epoch = chosen.state, int(observation.epoch)
+        return layout.decode(chosen.actions[0].numpy())
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
+        """Sampling generator, last decided epoch and (recurrent policy) the LSTM ``h``/``c``."""
+        state: dict[str, Any] = {"generator": self.generator.get_state(), "last_epoch": self.last_epoch}
+        if self.lstm_state is not None:
+            state["lstm_h"], state["lstm_c"] = (t.clone() for t in self.lstm_state)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "generator" in state:
             self.generator.set_state(state["generator"])
+        self.last_epoch = state.get("last_epoch")
+        has_state = "lstm_h" in state and "lstm_c" in state
+        self.lstm_state = (state["lstm_h"].clone(), state["lstm_c"].clone()) if has_state else None
