@@ -141,6 +141,30 @@ def test_a_nan_loss_rolls_back_prunes_the_blending_seed_and_training_goes_on(tmp
 
 
 @pytest.mark.slow
+def test_consecutive_divergent_epochs_roll_back_each_time_and_the_run_still_ends(tmp_path: Path) -> None:
+    sink = MemorySink()
+    engine = make_engine(fast_config(tmp_path, epochs=7), ScriptedPolicy(_blend_r0c1))
+    engine.telemetry = Telemetry([sink])
+    engine.setup()
+    real_loss = engine.trainer.loss_fn
+    poisoned = {3, 4, 5}
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = real_loss(logits, y)
+        return loss * math.nan if engine.epoch in poisoned else loss
+
+    engine.trainer.loss_fn = loss_fn
+    engine.run()  # used to oscillate forever between two epochs after the second rollback
+
+    rollbacks = [e for e in sink.events if isinstance(e, Rollback)]
+    assert [r.epoch for r in rollbacks] == [3, 4, 5]
+    assert [r.restored_epoch for r in rollbacks] == [3, 4, 5]  # each from the epoch just before
+    epochs = [e.epoch for e in sink.events if e.EVENT == "epoch_end"]
+    assert epochs == list(range(7))
+    assert engine.epoch == 7 and engine.governor.rollbacks == 3
+    assert all(torch.isfinite(p).all() for p in engine.model.parameters())
+
+
 def test_compile_survives_more_growth_events_than_the_recompile_limit(tmp_path: Path) -> None:
     torch._dynamo.reset()
     counters.clear()

@@ -57,3 +57,11 @@ def test_state_dict_round_trip() -> None:
     other.load_state_dict(gov.state_dict())
     assert other.losses == gov.losses and other.rollbacks == 2
     assert other.verdict(2.5) == gov.verdict(2.5)
+
+
+def test_near_convergence_noise_is_not_a_spike_but_a_real_jump_is() -> None:
+    gov = Governor(spike_factor=3.0, spike_margin=0.1, window=5)
+    for loss in (0.010, 0.012, 0.011):
+        gov.accept(loss)
+    assert gov.verdict(0.05) is None  # 4.5x the median, yet only 0.04 above it
+    assert gov.verdict(0.2) is not None

@@ -56,6 +56,7 @@ class RunConfig:
     embargo_epochs: int = 5
     blend_tempo_epochs: int = 5
     governor_spike_factor: float = 3.0
+    governor_spike_margin: float = 0.1
     governor_window: int = 5
     blueprints: list[str] | None = None
     policy: str | None = None
@@ -149,7 +150,7 @@ def _value_problems(cfg: RunConfig) -> list[str]:
         v = getattr(cfg, name)
         if isinstance(v, int) and v < 0:
             p.append(f"{name}: must be >= 0, got {v}")
-    for name in ("lr", "weight_decay", "grad_clip", "plateau_min_delta"):
+    for name in ("lr", "weight_decay", "grad_clip", "plateau_min_delta", "governor_spike_margin"):
         v = getattr(cfg, name)
         if isinstance(v, int | float) and not (v >= 0 and v == v and v != float("inf")):
             p.append(f"{name}: must be a finite number >= 0, got {v}")

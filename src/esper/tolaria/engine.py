@@ -67,7 +67,9 @@ class Engine:
         self.history: list[dict[str, float]] = []
         self.counters = {"seeds_germinated": 0, "seeds_fossilized": 0, "seeds_pruned": 0}
         self.wall_time_s = 0.0
-        self.governor = Governor(config.governor_spike_factor, config.governor_window)
+        self.governor = Governor(
+            config.governor_spike_factor, config.governor_spike_margin, config.governor_window
+        )
         self._good_state: dict[str, Any] | None = None
         self.model: MorphogeneticModel
         self.trainer: Trainer
@@ -187,8 +189,9 @@ class Engine:
             torch._dynamo.reset()
         self._emit_epoch_end()
         self.epoch += 1
-        if verdict is None:
-            self._good_state = self._capture()
+        # After a rollback too: the restored, pruned state is good, and the next rollback must
+        # not send the run back to an older epoch.
+        self._good_state = self._capture()
 
     def _decide(self) -> None:
         obs = observe(
@@ -222,7 +225,9 @@ class Engine:
         """Restore the last good state and prune the seed(s) that were blending."""
         assert self._good_state is not None
         restored_epoch = self._good_state["epoch"]
+        timeline = (self.epoch, self.wall_time_s)
         self._restore(copy.deepcopy(self._good_state))
+        self.epoch, self.wall_time_s = timeline  # the weights go back; the run's clock does not
         pruned = None
         for slot in self.model.slots():
             if slot.stage == SeedStage.BLENDING:

@@ -16,12 +16,15 @@ class Governor:
 
     Args:
         spike_factor: a loss above ``spike_factor`` x the median of the last ``window`` good
-            losses is a spike.
+            losses is a spike...
+        spike_margin: ...if it is also more than ``spike_margin`` above that median: near
+            convergence (losses ~0.01) ordinary noise triples the loss without any divergence.
         window: how many recent good losses the median uses.
         min_history: spikes are only judged once this many good losses are known.
     """
 
     spike_factor: float = 3.0
+    spike_margin: float = 0.1
     window: int = 5
     min_history: int = 2
 
@@ -36,7 +39,7 @@ class Governor:
         recent = self.losses[-self.window :]
         if len(recent) >= self.min_history:
             median = statistics.median(recent)
-            if loss > self.spike_factor * median:
+            if loss > self.spike_factor * median and loss > median + self.spike_margin:
                 return f"loss spike: {loss:.4g} > {self.spike_factor} x median {median:.4g}"
         return None
 
