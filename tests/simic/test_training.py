@@ -91,9 +91,13 @@ def test_maskable_ppo_interop():
     )
     env = MorphogenesisEnv(episode_length=4, seed=0)
     model = sb3_contrib.MaskablePPO(
-        "MlpPolicy", env, n_steps=32, batch_size=16, n_epochs=1, seed=0, device="cpu"
-    )  # a few hundred steps are ~1 min here
-    model.learn(total_timesteps=64)
+        "MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu"
+    )
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(total_timesteps=256)  # 256 host epochs of the tiny digits-impaired host
+    assert model.num_timesteps >= 256
+    after = list(model.policy.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))  # it updated
     obs, _ = env.reset(seed=5)
     action, _ = model.predict(obs, action_masks=env.action_masks(), deterministic=True)
     assert np.asarray(action).shape == env.action_space.shape
