@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
+from cli_kit import popen_esper, run_esper
 
 from esper.kasmina.blueprints import BlueprintRegistry
 from esper.tamiyo.features import feature_size
@@ -36,3 +41,31 @@ def test_train_policy_and_eval(tmp_path):
     assert "+-" in ev.stdout and (tmp_path / "eval" / "eval.json").is_file()
     bad = _esper("eval", "--controller", "nonsense", "--episodes", "1")
     assert bad.returncode != 0 and "neither" in (bad.stderr + bad.stdout)
+
+
+def test_a_killed_ppo_run_resumes_from_its_last_round(tmp_path):
+    out = tmp_path / "ppo"
+    args = ("--task", "digits-impaired", "--envs", "1", "--episode-length", "2", "--out", str(out), "-q")
+    proc = popen_esper("train", "ppo", "--rounds", "500", *args)
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "ppo_checkpoint.pt").is_file():
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the PPO run did not get going"
+            time.sleep(0.05)
+        time.sleep(0.5)  # let it get into a later round, so the kill lands mid-round
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+
+    saved = torch.load(out / "ppo_checkpoint.pt", weights_only=True)  # never half-written
+    done = len(saved["history"])  # rounds finished
+    assert done >= 1
+    torch.load(out / "policy.pt", weights_only=True)
+    result = run_esper("train", "ppo", "--rounds", str(done + 2), "--resume", *args)
+    assert result.returncode == 0, result.stderr
+    assert len(torch.load(out / "ppo_checkpoint.pt", weights_only=True)["history"]) == done + 2
+    rounds = [json.loads(line)["round"] for line in (out / "events.jsonl").read_text().splitlines()
+              if '"ppo_update"' in line]  # fmt: skip
+    assert rounds[-2:] == [done, done + 1]  # the resumed rounds, counted from 0
