@@ -101,3 +101,13 @@ def test_maskable_ppo_interop():
     obs, _ = env.reset(seed=5)
     action, _ = model.predict(obs, action_masks=env.action_masks(), deterministic=True)
     assert np.asarray(action).shape == env.action_space.shape
+
+
+def test_run_config_knobs_reach_the_ppo_trainer(tmp_path):
+    cfg = _config(tmp_path, rounds=7, ent_coef=0.05, ent_coef_final=0.0, clip_vloss=False, target_kl=0.02)
+    ppo = cfg.ppo_config()
+    assert (ppo.ent_coef, ppo.ent_coef_final, ppo.ent_anneal_updates) == (0.05, 0.0, 7)
+    assert ppo.clip_vloss is False and ppo.target_kl == 0.02
+    assert _config(tmp_path).ppo_config().ent_anneal_updates == 0  # constant by default
+    with pytest.raises(ConfigError, match="amp"):
+        _config(tmp_path, amp="fp8")

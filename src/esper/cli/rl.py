@@ -34,6 +34,27 @@ EVAL_SEED_OFFSET = 10_000
     "--reward", type=click.Choice(["shaped", "sparse", "basic"]), default="shaped", show_default=True
 )
 @click.option("--ppo-epochs", type=int, default=4, show_default=True, help="Passes over each rollout.")
+@click.option("--lr", type=float, default=3e-4, show_default=True, help="Adam learning rate.")
+@click.option("--ent-coef", type=float, default=0.01, show_default=True, help="Entropy bonus.")
+@click.option(
+    "--ent-coef-final",
+    type=float,
+    default=None,
+    help="Anneal the entropy bonus linearly to this value over --rounds (default: constant).",
+)
+@click.option("--clip-coef", type=float, default=0.2, show_default=True, help="PPO ratio clip.")
+@click.option(
+    "--clip-vloss/--no-clip-vloss", default=True, show_default=True, help="Clip the value loss too."
+)
+@click.option("--max-grad-norm", type=float, default=0.5, show_default=True, help="Gradient clip.")
+@click.option("--target-kl", type=float, default=None, help="Stop an update's epochs beyond this KL.")
+@click.option(
+    "--amp",
+    type=click.Choice(["none", "bf16", "fp16"]),
+    default="none",
+    show_default=True,
+    help="Autocast for the policy network (GAE, returns and ratios stay fp32).",
+)
 @click.option("--lstm", is_flag=True, help="Recurrent policy: an LSTM after the shared trunk.")
 @click.option("--lstm-hidden", type=int, default=64, show_default=True, help="LSTM state size (with --lstm).")
 @click.option("--vector", type=click.Choice(["auto", "sync", "async"]), default="auto", show_default=True)

@@ -76,8 +76,15 @@ class PPORunConfig:
     ppo_epochs: int = 4
     minibatch_size: int = 32
     ent_coef: float = 0.01
+    ent_coef_final: float | None = None
     gamma: float = 0.99
     gae_lambda: float = 0.95
+    clip_coef: float = 0.2
+    clip_vloss: bool = True
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float | None = None
+    amp: str = "none"
     slots: list[str] | None = None
     max_seed_params: int | None = None
     host_checkpoint: str | None = None
@@ -104,13 +111,25 @@ class PPORunConfig:
             raise ConfigError("invalid PPO run config:\n  - " + "\n  - ".join(problems))
 
     def ppo_config(self) -> PPOConfig:
+        """The PPO hyperparameters; the entropy coefficient anneals over all ``rounds``.
+
+        ``amp`` is a plain str here (it comes from files and flags); PPOConfig validates it.
+        """
         return PPOConfig(
             lr=self.lr,
             gamma=self.gamma,
             gae_lambda=self.gae_lambda,
+            clip_coef=self.clip_coef,
+            clip_vloss=self.clip_vloss,
+            vf_coef=self.vf_coef,
+            ent_coef=self.ent_coef,
+            ent_coef_final=self.ent_coef_final,
+            ent_anneal_updates=self.rounds if self.ent_coef_final is not None else 0,
+            max_grad_norm=self.max_grad_norm,
             ppo_epochs=self.ppo_epochs,
             minibatch_size=self.minibatch_size,
-            ent_coef=self.ent_coef,
+            target_kl=self.target_kl,
+            amp_dtype=self.amp,  # type: ignore[arg-type]
         )
 
     def to_dict(self) -> dict[str, Any]:
