@@ -17,6 +17,7 @@ import torch
 
 from esper.data import Task, get_task
 from esper.errors import CheckpointError
+from esper.kasmina.blueprints import BlueprintRegistry
 from esper.kasmina.gates import QualityGates
 from esper.kasmina.model import MorphogeneticModel
 from esper.leyline.events import EpochEnd, Event, Rollback, RunFinished, RunStarted, SeedSnapshot
@@ -207,8 +208,6 @@ class Engine:
         self.trainer.optimizers.sync(self.model)
 
     def _available_blueprints(self) -> tuple[str, ...]:
-        from esper.kasmina.blueprints import BlueprintRegistry
-
         return self.blueprints or tuple(BlueprintRegistry.names(self.model.topology))
 
     def _emit_changes(self, before: dict[str, Any]) -> bool:

@@ -26,6 +26,8 @@ class OptimizerSet:
         self.lr, self.weight_decay = lr, weight_decay
         self.host = self._adamw(model.get_host_parameters())
         self.seeds: dict[str, torch.optim.Optimizer] = {}
+        self.params: list[nn.Parameter] = []
+        """Every parameter of every optimizer (for gradient clipping), refreshed by :meth:`sync`."""
         self.sync(model)
 
     def _adamw(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -45,6 +47,7 @@ class OptimizerSet:
                 self.seeds.pop(slot.slot_id, None)
             elif current is None or _params_of(current) != [id(p) for p in params]:
                 self.seeds[slot.slot_id] = self._adamw(params)
+        self.params = [p for opt in self.all() for g in opt.param_groups for p in g["params"]]
 
     def all(self) -> Iterator[torch.optim.Optimizer]:
         yield self.host

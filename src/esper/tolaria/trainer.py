@@ -89,8 +89,7 @@ class Trainer:
         if self.grad_clip > 0:
             for opt in opts:
                 self.scaler.unscale_(opt)
-            params = [p for opt in opts for g in opt.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.grad_clip, foreach=True)
+            torch.nn.utils.clip_grad_norm_(self.optimizers.params, self.grad_clip, foreach=True)
         for opt in opts:
             self.scaler.step(opt)
         self.scaler.update()
