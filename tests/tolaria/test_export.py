@@ -113,3 +113,19 @@ def test_export_of_a_missing_run_is_a_checkpoint_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="no checkpoint"):
         export_grown(tmp_path / "nowhere")
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_export_reads_the_input_spec_from_the_checkpoint_without_the_dataset(tmp_path: Path) -> None:
+    config = fast_config(tmp_path / "run", epochs=2)
+    engine = make_engine(config, make_controller(config))
+    engine.setup()
+    engine.run()
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    data = torch.load(checkpoint, weights_only=True)
+    assert data["input_spec"] == {"shape": [1, 8, 8], "dtype": "float32", "num_classes": 10,
+                                  "task": "digits-impaired"}  # fmt: skip
+    # A run whose dataset is gone (here: a cifar10 config with no data folder) still exports.
+    data["config"] = {**data["config"], "task": "cifar10", "data_dir": str(tmp_path / "gone")}
+    torch.save(data, checkpoint)
+    path = export_grown(tmp_path / "run")
+    assert torch.export.load(path).module()(torch.randn(3, 1, 8, 8)).shape == (3, 10)

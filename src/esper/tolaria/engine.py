@@ -27,6 +27,7 @@ from esper.nissa.telemetry import Telemetry
 from esper.tolaria.amp import resolve_amp, resolve_device
 from esper.tolaria.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from esper.tolaria.config import RunConfig
+from esper.tolaria.export import InputSpec
 from esper.tolaria.governor import Governor
 from esper.tolaria.lifecycle import apply_action, diff_events, observe, snapshot_slots
 from esper.tolaria.trainer import Trainer, counterfactual_slots
@@ -276,6 +277,7 @@ class Engine:
         payload = dict(self._good_state) if fresh and self._good_state is not None else self._capture()
         payload["config"] = self.config.to_dict()
         payload["rng"] = _rng_state()
+        payload["input_spec"] = InputSpec.of_task(self.task).to_dict()  # export needs no dataset
         return save_checkpoint(self.run_dir / CHECKPOINT_NAME, payload)
 
     # ----------------------------------------------------------------- reporting

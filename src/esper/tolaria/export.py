@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from esper.data import get_task
+from esper.data import Task, get_task
 from esper.errors import CheckpointError
 from esper.kasmina.model import MorphogeneticModel
 from esper.leyline.stages import SeedStage
@@ -62,6 +62,30 @@ class InputSpec:
     def example(self, batch: int = 2) -> Tensor:
         """An input batch of this shape and dtype (zeros; values do not matter for tracing)."""
         return torch.zeros((batch, *self.shape), dtype=getattr(torch, self.dtype))
+
+    @classmethod
+    def of_task(cls, task: Task) -> InputSpec:
+        """What ``task`` feeds its model."""
+        dtype = "int64" if task.topology == "transformer" else "float32"
+        return cls(tuple(task.input_shape), dtype, task.num_classes, task.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Primitives, for checkpoints."""
+        return {
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "num_classes": self.num_classes,
+            "task": self.task,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
+        return cls(
+            tuple(int(d) for d in data["shape"]),
+            str(data["dtype"]),
+            int(data["num_classes"]),
+            str(data["task"]),
+        )
 
 
 def bake_fossilized(model: MorphogeneticModel) -> MorphogeneticModel:
@@ -106,7 +130,8 @@ def export_grown(run_dir_or_checkpoint: str | Path, out_path: str | Path | None 
 
     Raises:
         CheckpointError: the checkpoint is missing, corrupt, or holds no run config.
-        DatasetError: the run's task data (which fixes the input shape) cannot be found.
+        DatasetError: a checkpoint without a recorded input spec names a task whose data
+            (which fixes the input shape) cannot be found.
     """
     checkpoint = resolve_checkpoint_path(run_dir_or_checkpoint)
     spec = input_spec_of(checkpoint)
@@ -115,8 +140,10 @@ def export_grown(run_dir_or_checkpoint: str | Path, out_path: str | Path | None 
 
 
 def input_spec_of(checkpoint: str | Path) -> InputSpec:
-    """The input spec of a run, from the task named in its checkpoint's run config."""
+    """The input spec a run's checkpoint records (or, for older checkpoints, its task's)."""
     data = load_checkpoint(checkpoint)
+    if isinstance(data.get("input_spec"), dict):
+        return InputSpec.from_dict(data["input_spec"])
     config = data.get("config")
     if not isinstance(config, dict) or "task" not in config:
         raise CheckpointError(f"checkpoint {str(checkpoint)!r} holds no run config (no task to export for)")
@@ -126,8 +153,7 @@ def input_spec_of(checkpoint: str | Path) -> InputSpec:
         text_file=config.get("text_file"),
         batch_size=config.get("batch_size"),
     )
-    dtype = "int64" if task.topology == "transformer" else "float32"
-    return InputSpec(tuple(task.input_shape), dtype, task.num_classes, task.name)
+    return InputSpec.of_task(task)
 
 
 def _metadata(model: MorphogeneticModel, spec: InputSpec, out: Path) -> dict[str, Any]:
