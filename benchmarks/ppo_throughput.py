@@ -7,7 +7,8 @@ around the methods that do the work:
 * **host training**: ``Engine.run_epoch`` (train + evaluate + counterfactuals + the engine's
   own bookkeeping) -- what a run without a learned controller would spend anyway. Each
   episode trains ``episode_length + 1`` epochs (``reset`` trains epoch 0).
-* **policy forward**: ``FactoredPolicy.act`` / ``evaluate`` during the rollout (three masked
+* **policy forward**: ``FactoredPolicy.step_features`` / ``act_features`` / ``score_features``
+  during the rollout (the trunk and LSTM once, then three masked
   head draws and the log-prob of each step).
 * **masks + features**: the rest of the controller's step -- legality and conditional masks
   (``select_actions`` minus its forwards, plus the rollout's tensor conversions), the
@@ -104,8 +105,9 @@ def instrumented(probe: Probe) -> Iterator[None]:
         (Engine, "run_epoch", _host_bucket),
         (MorphogenesisEnv, "step", "env_step"),
         (MorphogenesisEnv, "reset", "env_reset"),
-        (FactoredPolicy, "act", _forward_bucket),
-        (FactoredPolicy, "evaluate", _forward_bucket),
+        (FactoredPolicy, "step_features", _forward_bucket),
+        (FactoredPolicy, "act_features", _forward_bucket),
+        (FactoredPolicy, "score_features", _forward_bucket),
         (PPOTrainer, "update", "update"),
         (training, "select_actions", "select"),
     ]

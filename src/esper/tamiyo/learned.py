@@ -65,37 +65,25 @@ def select_actions(
         A :class:`Selection`; store ``masks`` in the rollout, and feed ``state`` to the next
         step of a recurrent policy.
     """
-    if not policy.use_lstm:
-        episode_starts = None
+    with torch.no_grad():
+        # The trunk (and the LSTM, one step) runs once; only the small heads run per draw.
+        features, new_state = policy.step_features(obs, state, episode_starts if policy.use_lstm else None)
 
-    def act(masks: np.ndarray) -> tuple[Tensor, LSTMState | None]:
-        # Every draw starts from the same (state, starts): the LSTM steps once per observation.
-        actions, _, _, new_state = policy.act(
-            obs,
-            torch.as_tensor(masks, device=obs.device),
-            state=state,
-            deterministic=deterministic,
-            episode_starts=episode_starts,
-        )
-        return actions, new_state
+        def draw(masks: np.ndarray) -> Tensor:
+            mask = torch.as_tensor(masks, device=obs.device)
+            return policy.act_features(features, mask, deterministic)[0]
 
-    union = np.stack([leg.flat_mask() for leg in legality])
-    first, new_state = act(union)
-    ops = first[:, 0].tolist()
-    second, _ = act(np.stack([leg.conditional_mask(op) for leg, op in zip(legality, ops, strict=True)]))
-    slots = second[:, 1].tolist()
-    full = np.stack([leg.conditional_mask(op, s) for leg, op, s in zip(legality, ops, slots, strict=True)])
-    actions, _ = act(full)
-    actions[:, 0], actions[:, 1] = first[:, 0], second[:, 1]
-    masks = torch.as_tensor(full, device=obs.device)
-    if policy.use_lstm:  # evaluate takes a [T=1, B] sequence, as PPO's replay does
-        starts = None if episode_starts is None else episode_starts.unsqueeze(0)
-        log_prob, _, value, _ = policy.evaluate(
-            obs.unsqueeze(0), actions.unsqueeze(0), masks.unsqueeze(0), state, starts
+        first = draw(np.stack([leg.flat_mask() for leg in legality]))
+        ops = first[:, 0].tolist()
+        second = draw(np.stack([leg.conditional_mask(op) for leg, op in zip(legality, ops, strict=True)]))
+        slots = second[:, 1].tolist()
+        full = np.stack(
+            [leg.conditional_mask(op, s) for leg, op, s in zip(legality, ops, slots, strict=True)]
         )
-        log_prob, value = log_prob.squeeze(0), value.squeeze(0)
-    else:
-        log_prob, _, value, _ = policy.evaluate(obs, actions, masks)
+        actions = draw(full)
+        actions[:, 0], actions[:, 1] = first[:, 0], second[:, 1]
+        masks = torch.as_tensor(full, device=obs.device)
+        log_prob, _, value, _ = policy.score_features(features, actions, masks)
     return Selection(actions, masks, log_prob, value, new_state)
 
 

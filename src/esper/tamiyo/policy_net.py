@@ -244,6 +244,57 @@ class FactoredPolicy(nn.Module):
     # ---- public API -----------------------------------------------------------------------
 
     @torch.no_grad()
+    def step_features(
+        self, obs: Tensor, state: LSTMState | None = None, episode_starts: Tensor | None = None
+    ) -> tuple[Tensor, LSTMState | None]:
+        """One observation per environment through the trunk (and one LSTM step).
+
+        Args:
+            obs: ``[B, obs_dim]``.
+            state: LSTM state from the previous step (None: zeros); must be None without LSTM.
+            episode_starts: ``[B]`` 1 where ``obs`` starts an episode (resets the LSTM state).
+
+        Returns:
+            ``(features [B, F], state)``: feed the features to :meth:`act_features` and
+            :meth:`score_features` as often as needed; the LSTM has stepped exactly once.
+        """
+        if self.lstm is None:
+            return self._core(obs, state, None)
+        starts = None if episode_starts is None else episode_starts.unsqueeze(0)
+        seq, new_state = self._core(obs.unsqueeze(0), state, starts)
+        return seq[0], new_state
+
+    @torch.no_grad()
+    def act_features(
+        self, features: Tensor, masks: MaskInput = None, deterministic: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Pick one action per row of ``features [B, F]``: ``(actions, log_prob, value)``."""
+        logp, _ = self._log_probs(features, masks)  # (B, H, K)
+        if deterministic:
+            actions = logp.argmax(-1)
+        else:
+            probs = logp.exp().flatten(0, 1)  # (B*H, K); illegal entries are exactly 0
+            actions = torch.multinomial(probs, 1).view(logp.shape[:2])
+        chosen = logp.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        value = self.value_head(features).squeeze(-1).float()
+        return actions, self._joint(chosen, actions[:, 0]), value
+
+    def score_features(
+        self, features: Tensor, actions: Tensor, masks: MaskInput = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Log-prob, entropy and value of ``actions [N, n_heads]`` given ``features [N, F]``.
+
+        Returns:
+            ``(log_prob [N], entropy [N], value [N], head_entropy [N, H])``, fp32; log-prob
+            and entropy sum over the heads the action's op uses.
+        """
+        logp, legal = self._log_probs(features, masks)
+        chosen = logp.gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # (N, H)
+        head_entropy = -torch.where(legal, logp.exp() * logp, 0.0).sum(-1)  # (N, H)
+        ops = actions[:, 0]
+        value = self.value_head(features).squeeze(-1).float()
+        return self._joint(chosen, ops), self._joint(head_entropy, ops), value, head_entropy
+
     def act(
         self,
         obs: Tensor,
@@ -265,21 +316,9 @@ class FactoredPolicy(nn.Module):
             ``(actions [B, n_heads] long, log_prob [B], value [B], state)``; fp32 log-prob and
             value; ``state`` is None without LSTM.
         """
-        if self.lstm is None:
-            features, new_state = self._core(obs, state, None)
-        else:
-            starts = None if episode_starts is None else episode_starts.unsqueeze(0)
-            seq, new_state = self._core(obs.unsqueeze(0), state, starts)
-            features = seq[0]
-        logp, _ = self._log_probs(features, masks)  # (B, H, K)
-        if deterministic:
-            actions = logp.argmax(-1)
-        else:
-            probs = logp.exp().flatten(0, 1)  # (B*H, K); illegal entries are exactly 0
-            actions = torch.multinomial(probs, 1).view(logp.shape[:2])
-        chosen = logp.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-        value = self.value_head(features).squeeze(-1).float()
-        return actions, self._joint(chosen, actions[:, 0]), value, new_state
+        features, new_state = self.step_features(obs, state, episode_starts)
+        actions, log_prob, value = self.act_features(features, masks, deterministic)
+        return actions, log_prob, value, new_state
 
     def evaluate(
         self,
@@ -307,19 +346,11 @@ class FactoredPolicy(nn.Module):
         lead = obs.shape[:-1]
         features, _ = self._core(obs, state, episode_starts)
         features = features.reshape(-1, features.shape[-1])
-        logp, legal = self._log_probs(features, masks)
-        flat_actions = actions.reshape(-1, self.n_heads)
-        chosen = logp.gather(-1, flat_actions.unsqueeze(-1)).squeeze(-1)  # (N, H)
-        head_entropy = -torch.where(legal, logp.exp() * logp, 0.0).sum(-1)  # (N, H)
-        ops = flat_actions[:, 0]
-        per_head = {name: head_entropy[:, i].view(lead) for i, name in enumerate(self.head_sizes)}
-        value = self.value_head(features).squeeze(-1).float().view(lead)
-        return (
-            self._joint(chosen, ops).view(lead),
-            self._joint(head_entropy, ops).view(lead),
-            value,
-            per_head,
+        log_prob, entropy, value, head_entropy = self.score_features(
+            features, actions.reshape(-1, self.n_heads), masks
         )
+        per_head = {name: head_entropy[:, i].view(lead) for i, name in enumerate(self.head_sizes)}
+        return log_prob.view(lead), entropy.view(lead), value.view(lead), per_head
 
 
 def save_policy(policy: FactoredPolicy, path: str | Path) -> None:
