@@ -9,7 +9,9 @@ import pytest
 from esper.leyline.actions import WAIT, Action, LifecycleOp
 from esper.leyline.observation import Observation, SlotObservation
 from esper.leyline.stages import SeedStage
+from esper.tamiyo.factory import make_controller
 from esper.tamiyo.heuristic import DEFAULT_ROTATION, HeuristicConfig, HeuristicPolicy
+from esper.tolaria.config import RunConfig
 
 CNN_BLUEPRINTS = (
     "attention",
@@ -240,3 +242,16 @@ def test_state_dict_holds_only_primitives() -> None:
 def test_config_rejects_bad_values(bad: dict[str, int]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         HeuristicConfig(**bad)
+
+
+def test_the_training_stall_budget_follows_the_gate_length() -> None:
+    policy = _policy(stall_epochs=2, min_training_epochs=6)
+    assert policy.decide(_obs(_slot("r0c0", SeedStage.TRAINING, epochs_in_stage=8), history=RISING)) == WAIT
+    stalled = _slot("r0c0", SeedStage.TRAINING, epochs_in_stage=9)
+    assert policy.decide(_obs(stalled, history=RISING)) == Action(LifecycleOp.PRUNE, slot="r0c0")
+
+
+def test_the_factory_passes_the_run_gates_to_the_heuristic() -> None:
+    policy = make_controller(RunConfig(min_training_epochs=7, blend_tempo_epochs=4))
+    assert isinstance(policy, HeuristicPolicy)
+    assert (policy.config.min_training_epochs, policy.config.blend_tempo_epochs) == (7, 4)

@@ -19,6 +19,7 @@ def make_controller(config: RunConfig) -> Policy:
                 plateau_window=config.plateau_window,
                 plateau_min_delta=config.plateau_min_delta,
                 blend_tempo_epochs=config.blend_tempo_epochs,
+                min_training_epochs=config.min_training_epochs,
                 blueprints=tuple(config.blueprints) if config.blueprints else None,
             )
         )

@@ -43,6 +43,7 @@ class HeuristicConfig:
         stall_epochs: extra epochs a seed may spend in a stage beyond its expected length.
         max_in_flight: seeds between germination and fossilization at once.
         blend_tempo_epochs: alpha ramp length for new seeds.
+        min_training_epochs: the G2 gate's TRAINING length (the stall budget starts after it).
         blueprints: blueprint rotation (default: ``DEFAULT_ROTATION`` for the topology).
         blueprint_penalty: rotation slots a blueprint loses each time one of its seeds is pruned.
     """
@@ -53,6 +54,7 @@ class HeuristicConfig:
     stall_epochs: int = 4
     max_in_flight: int = 1
     blend_tempo_epochs: int = 5
+    min_training_epochs: int = 3
     blueprints: tuple[str, ...] | None = None
     blueprint_penalty: int = 2
 
@@ -75,7 +77,6 @@ class HeuristicPolicy:
         self.config = config or HeuristicConfig()
         self.penalties: dict[str, int] = {}
         self.germinated = 0
-        self._pending_prunes: dict[str, str] = {}
 
     def decide(self, observation: Observation) -> Action:
         obs, cfg = observation, self.config
@@ -109,7 +110,7 @@ class HeuristicPolicy:
         if slot.stage == SeedStage.BLENDING:
             return self.config.blend_tempo_epochs + extra
         if slot.stage == SeedStage.TRAINING:
-            return 3 + extra
+            return self.config.min_training_epochs + extra
         return 1 + extra
 
     def _germinate(self, obs: Observation) -> Action:
