@@ -276,3 +276,19 @@ def test_help_texts_document_every_option() -> None:
         )
         assert len(line.split(maxsplit=2)) >= 2, line  # followed by its help text
     assert _invoke("--version").stdout.strip() == "esper 0.1.0"
+
+
+def test_report_expands_a_folder_of_run_dirs_but_keeps_a_run_dir_as_is(tmp_path) -> None:
+    from esper.cli.main import _expand_run_dirs
+
+    for name in ("b", "a"):
+        (tmp_path / "evals" / name).mkdir(parents=True)
+        (tmp_path / "evals" / name / "summary.json").write_text("{}")
+    (tmp_path / "evals" / "eval.json").write_text("{}")
+    (tmp_path / "evals" / "not-a-run").mkdir()
+    run = tmp_path / "evals" / "a"
+    assert _expand_run_dirs([str(tmp_path / "evals"), str(run)]) == [
+        str(tmp_path / "evals" / "a"),
+        str(tmp_path / "evals" / "b"),
+        str(run),
+    ]

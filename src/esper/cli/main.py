@@ -198,6 +198,16 @@ def train_random(**params: Any) -> None:
     _run_train(params, "random")
 
 
+def _expand_run_dirs(paths: Sequence[str]) -> list[str]:
+    """Each path as is, except a folder with no summary.json whose subfolders have one."""
+    runs: list[str] = []
+    for path in paths:
+        folder = Path(path)
+        inner = sorted(str(d) for d in folder.glob("*/") if (d / "summary.json").is_file())
+        runs += inner if inner and not (folder / "summary.json").exists() else [path]
+    return runs
+
+
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False), metavar="RUN_DIR...")
 @click.option(
@@ -212,17 +222,20 @@ def report(run_dirs: tuple[str, ...], out: str) -> None:
     """Compare runs: a summary table and an accuracy plot.
 
     Prints one row per finished run (accuracy, parameters, seeds, wall time) and plots the
-    validation accuracy of every run per epoch into --out.
+    validation accuracy of every run per epoch into --out. A directory that holds run
+    directories (such as the --out of 'esper eval') stands for all of them.
 
     \b
-    Example:
+    Examples:
       esper report runs/*-digits-impaired-static runs/*-digits-impaired-heuristic
+      esper report evals/policy evals/random
     """
     from esper.karn.compare import compare_runs, format_comparison_table, write_comparison_plot
 
-    rows = compare_runs(run_dirs)
+    runs = _expand_run_dirs(run_dirs)
+    rows = compare_runs(runs)
     click.echo(format_comparison_table(rows), nl=False)
-    path = write_comparison_plot(run_dirs, out)
+    path = write_comparison_plot(runs, out)
     click.echo(f"comparison plot: {path}")
 
 

@@ -152,7 +152,7 @@ def eval_command(spec: str, task: str, episodes: int, epochs: int | None, seed: 
     result = {k: [float(s[k] or 0.0) for s in summaries] for k in keys}
     lines = [f"{task} / {name}: {episodes} held-out seeds ({seed + EVAL_SEED_OFFSET}..)"]
     lines += [f"  {k:<20} {_mean_std(v)}" for k, v in result.items()]
-    lines.append(f"  run dirs: {parent}/*  (compare with: esper report {parent}/*)")
+    lines.append(f"  run dirs: {parent}/*  (compare with: esper report {parent})")
     parent.mkdir(parents=True, exist_ok=True)
     (parent / "eval.json").write_text(
         json.dumps({"controller": spec, "task": task, **result}, indent=2) + "\n"
