@@ -142,7 +142,7 @@ class MorphogenesisEnv(gym.Env[np.ndarray, np.ndarray]):
         engine.setup()
         if self.host_checkpoint is not None:
             _load_host(engine, self.host_checkpoint)
-            engine._good_state = engine._capture()  # the governor's rollback point includes it
+            engine.remember_good_state()  # the governor's rollback point includes the loaded host
         engine.run_epoch()
         self.engine, self._steps = engine, 0
         obs = self._observe()

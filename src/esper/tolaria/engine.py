@@ -240,6 +240,11 @@ class Engine:
         )
 
     # ----------------------------------------------------------------- state
+    def remember_good_state(self) -> None:
+        """Take the current state as the governor's rollback point (after editing the model
+        from outside, e.g. loading pre-trained host weights)."""
+        self._good_state = self._capture()
+
     def _capture(self) -> dict[str, Any]:
         """Everything needed to continue from here (deep copies: tensors and primitives only)."""
         return copy.deepcopy(
