@@ -10,9 +10,12 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import esper.simic  # noqa: F401  (registers the env id)
-from esper.errors import ShapeError
+from esper.errors import CheckpointError, ShapeError
 from esper.leyline.actions import LifecycleOp
 from esper.simic.env import MorphogenesisEnv
+from esper.tamiyo.simple import StaticPolicy
+from esper.tolaria.config import RunConfig
+from esper.tolaria.engine import Engine
 
 pytestmark = pytest.mark.slow
 
@@ -78,3 +81,25 @@ def test_async_vector_env():
         assert term.all() and np.isfinite(reward).all()
     finally:
         vec.close()
+
+
+def test_reset_can_start_from_a_pretrained_host(tmp_path):
+    config = RunConfig(task="digits-impaired", epochs=20, quiet=True)
+    engine = Engine(config, StaticPolicy(), tmp_path / "pre")
+    engine.setup()
+    engine.run()  # a host trained for 20 epochs
+    pretrained = {k: v.detach().clone() for k, v in engine.model.host.named_parameters()}
+
+    fresh = MorphogenesisEnv(task="digits-impaired", episode_length=2)
+    warm = MorphogenesisEnv(task="digits-impaired", episode_length=2, host_checkpoint=str(tmp_path / "pre"))
+    _, fresh_info = fresh.reset(seed=3)
+    _, warm_info = warm.reset(seed=3)
+    # reset trains one epoch on top of the loaded host: it starts far ahead of a fresh one
+    assert warm_info["epoch_metrics"]["val_accuracy"] > fresh_info["epoch_metrics"]["val_accuracy"] + 0.2
+    now = dict(warm.engine.model.host.named_parameters())
+    moved = max((now[k] - v).abs().max().item() for k, v in pretrained.items())
+    assert moved < 0.3  # one epoch of fine-tuning moves it ~0.05; a fresh init is ~1.5 away
+
+    other = MorphogenesisEnv(task="digits", episode_length=2, host_checkpoint=str(tmp_path / "pre"))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        other.reset(seed=0)  # an 8-channel host cannot take the 2-channel weights

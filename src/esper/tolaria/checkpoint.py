@@ -24,6 +24,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (tensors and primitives only) atomically: a kill never leaves half a file."""
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, **payload}, buffer)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # an Engine used without run_training
     return atomic_write_bytes(path, buffer.getvalue())
 
 
