@@ -213,8 +213,16 @@ def measure(
         xs = wall[name] if clock == "wall" else cpu[name]
         p25, med, p75 = _quartiles(xs)
         out[name] = Timing(
-            med, p25, p75, min(xs), repeats, inner, clock,
-            statistics.median(wall[name]), statistics.median(cpu[name]), tuple(xs),
+            med,
+            p25,
+            p75,
+            min(xs),
+            repeats,
+            inner,
+            clock,
+            statistics.median(wall[name]),
+            statistics.median(cpu[name]),
+            tuple(xs),
         )
     return out
 
@@ -307,3 +315,17 @@ def fmt_table(headers: list[str], rows: list[list[Any]]) -> str:
     for r in cells:
         lines.append("| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |")
     return "\n".join(lines)
+
+
+def add_common_args(parser: Any, *, out: str, quick_help: str, no_compile_help: str) -> None:
+    """The options every Kasmina benchmark takes: --quick, --out, --threads, --no-compile, --clock."""
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", default=out, help="JSON output path")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--no-compile", action="store_true", help=no_compile_help)
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="clock for medians and ratios (cpu: process CPU time, immune to other processes' time slices)",
+    )

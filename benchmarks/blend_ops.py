@@ -40,7 +40,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from _timing import describe, fmt_table, machine_info, measure, paired_ratio, pin_threads, write_json
+from _timing import (
+    add_common_args,
+    describe,
+    fmt_table,
+    machine_info,
+    measure,
+    paired_ratio,
+    pin_threads,
+    write_json,
+)
 from esper.kasmina.blend_ops import blend_add
 from esper.kasmina.slot import QualityGates, SeedSlot
 from esper.leyline.stages import SeedStage
@@ -172,8 +181,11 @@ def bench_case(
         "shape": list(shape),
         "timings": {k: v.to_dict() for k, v in res.items()},
         "ratio": {
-            k: {"vs": ref, **paired_ratio(res[k], res[ref]).to_dict(),
-                "ratio_of_medians": res[k].median_us / res[ref].median_us}
+            k: {
+                "vs": ref,
+                **paired_ratio(res[k], res[ref]).to_dict(),
+                "ratio_of_medians": res[k].median_us / res[ref].median_us,
+            }
             for k, ref in refs.items()
         },
     }
@@ -258,8 +270,15 @@ def _print_tables(results: dict[str, dict[str, dict]], compile_res: dict[str, An
                 ]
             )
         print("\n### conv3x3(3->32) -> slot (BLENDING, alpha 0.3) -> relu, B=64 3x32x32, forward, no grad")
-        headers = ["variant", "eager µs", "compiled µs", "eager /bare", "compiled /bare", "compiled/eager",
-                   "compile s"]
+        headers = [
+            "variant",
+            "eager µs",
+            "compiled µs",
+            "eager /bare",
+            "compiled /bare",
+            "compiled/eager",
+            "compile s",
+        ]
         print(fmt_table(headers, rows))
 
 
@@ -281,15 +300,11 @@ def _check_targets(results: dict[str, dict[str, dict]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats and sizes (~30 s)")
-    p.add_argument("--out", default="benchmarks/results/blend_ops.json", help="JSON output path")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile section")
-    p.add_argument(
-        "--clock",
-        choices=("wall", "cpu"),
-        default="wall",
-        help="clock for medians and ratios (cpu: process CPU time, immune to other processes' time slices)",
+    add_common_args(
+        p,
+        out="benchmarks/results/blend_ops.json",
+        quick_help="fewer repeats and sizes (~30 s)",
+        no_compile_help="skip the torch.compile section",
     )
     p.add_argument("--baseline-slot", metavar="PATH", help="also time SeedSlot from this copy of slot.py")
     p.add_argument(

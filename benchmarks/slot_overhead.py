@@ -38,7 +38,16 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from _timing import describe, fmt_table, machine_info, measure, paired_ratio, pin_threads, write_json
+from _timing import (
+    add_common_args,
+    describe,
+    fmt_table,
+    machine_info,
+    measure,
+    paired_ratio,
+    pin_threads,
+    write_json,
+)
 from esper.kasmina.host import CNNHost, MorphogeneticModel, TransformerHost
 from esper.kasmina.slot import QualityGates
 from esper.leyline.stages import SeedStage
@@ -286,15 +295,11 @@ def _targets(results: list[dict[str, Any]], compile_res: list[dict[str, Any]] | 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats (~30 s)")
-    p.add_argument("--out", default="benchmarks/results/slot_overhead.json", help="JSON output path")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile recompile count")
-    p.add_argument(
-        "--clock",
-        choices=("wall", "cpu"),
-        default="wall",
-        help="clock for medians and ratios (cpu: process CPU time, immune to other processes' time slices)",
+    add_common_args(
+        p,
+        out="benchmarks/results/slot_overhead.json",
+        quick_help="fewer repeats (~30 s)",
+        no_compile_help="skip the torch.compile recompile count",
     )
     args = p.parse_args(argv)
     threads = pin_threads(args.threads)
