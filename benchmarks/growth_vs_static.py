@@ -23,19 +23,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import fmt_table, machine_info, pin_threads, write_json
+from esper.recipes.train import run_training
 from esper.tamiyo.factory import make_controller
 from esper.tolaria.config import RunConfig
-from esper.tolaria.engine import Engine
 
 TASKS = ("digits-impaired", "digits")
 CONTROLLERS = ("static", "heuristic")
 
 
 def run_one(task: str, controller: str, seed: int, epochs: int | None) -> dict[str, Any]:
-    config = RunConfig(task=task, controller=controller, seed=seed, epochs=epochs, quiet=True)
-    engine = Engine(config, make_controller(config), tempfile.mkdtemp(prefix="esper-bench-"))
-    engine.setup()
-    return engine.run()
+    out = str(Path(tempfile.mkdtemp(prefix="esper-bench-")) / "run")
+    config = RunConfig(task=task, controller=controller, seed=seed, epochs=epochs, quiet=True, out=out)
+    return run_training(config, make_controller(config))
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:

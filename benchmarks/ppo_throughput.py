@@ -168,7 +168,7 @@ def run_variant(lstm: bool, args: argparse.Namespace) -> dict[str, Any]:
             out=out, quiet=True, vector="sync", lstm=lstm, seed=0,
         )  # fmt: skip
         start = time.perf_counter()
-        train_ppo(config, extra_sinks=[sink])
+        train_ppo(config, sinks=lambda: [sink])
         total = time.perf_counter() - start
     rounds = [split_round(r, args.envs, args.episode_length) for r in sink.rounds]
     measured = rounds[1:] if len(rounds) > 1 else rounds

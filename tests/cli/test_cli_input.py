@@ -12,9 +12,9 @@ from click.testing import CliRunner, Result
 from esper.cli.main import RESUME_OVERRIDES, build_config, cli
 from esper.data import list_tasks
 from esper.errors import CheckpointError, ConfigError
+from esper.recipes.train import run_training
 from esper.tamiyo.factory import make_controller
 from esper.tolaria.config import RunConfig
-from esper.tolaria.run import run_training
 
 TINY = ["--task", "digits-impaired", "--epochs", "2", "--quiet"]
 

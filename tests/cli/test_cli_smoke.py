@@ -15,11 +15,11 @@ from cli_kit import TINY, popen_esper, run_esper
 
 from esper.leyline.events import EpochEnd, RunFinished, RunStarted
 from esper.nissa.jsonl import read_events
+from esper.recipes.train import run_training
 from esper.tamiyo.factory import make_controller
 from esper.tolaria.checkpoint import load_grown
 from esper.tolaria.config import RunConfig
 from esper.tolaria.export import bake_fossilized
-from esper.tolaria.run import run_training
 
 pytestmark = pytest.mark.slow
 

@@ -12,10 +12,11 @@ from gymnasium.utils.env_checker import check_env
 import esper.simic  # noqa: F401  (registers the env id)
 from esper.errors import CheckpointError, ShapeError
 from esper.leyline.actions import LifecycleOp
+from esper.recipes.train import run_training
 from esper.simic.env import MorphogenesisEnv
 from esper.tamiyo.simple import StaticPolicy
+from esper.tolaria.checkpoint import load_grown
 from esper.tolaria.config import RunConfig
-from esper.tolaria.engine import Engine
 
 pytestmark = pytest.mark.slow
 
@@ -84,11 +85,12 @@ def test_async_vector_env():
 
 
 def test_reset_can_start_from_a_pretrained_host(tmp_path):
-    config = RunConfig(task="digits-impaired", epochs=20, quiet=True)
-    engine = Engine(config, StaticPolicy(), tmp_path / "pre")
-    engine.setup()
-    engine.run()  # a host trained for 20 epochs
-    pretrained = {k: v.detach().clone() for k, v in engine.model.host.named_parameters()}
+    config = RunConfig(
+        task="digits-impaired", controller="static", epochs=20, quiet=True, out=str(tmp_path / "pre")
+    )
+    summary = run_training(config, StaticPolicy())  # a host trained for 20 epochs
+    grown = load_grown(summary["run_dir"])
+    pretrained = {k: v.detach().clone() for k, v in grown.host.named_parameters()}
 
     fresh = MorphogenesisEnv(task="digits-impaired", episode_length=2)
     warm = MorphogenesisEnv(task="digits-impaired", episode_length=2, host_checkpoint=str(tmp_path / "pre"))

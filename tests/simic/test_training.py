@@ -12,13 +12,14 @@ import torch
 
 from esper.errors import CheckpointError, ConfigError
 from esper.nissa.telemetry import MemorySink
+from esper.recipes.ppo import run_ppo
+from esper.recipes.train import run_training
 from esper.simic.env import MorphogenesisEnv
-from esper.simic.training import PPO_CHECKPOINT, PPORunConfig, train_ppo
+from esper.simic.training import PPO_CHECKPOINT, PPORunConfig
 from esper.tamiyo.learned import LearnedPolicy
 from esper.tamiyo.policy_net import load_policy
 from esper.tolaria.checkpoint import load_checkpoint
 from esper.tolaria.config import RunConfig
-from esper.tolaria.run import run_training
 
 pytestmark = pytest.mark.slow
 
@@ -29,17 +30,17 @@ def _config(out, rounds=2, **kw):
 
 
 def test_tiny_run_then_resume(tmp_path):
-    summary = train_ppo(_config(tmp_path, rounds=1))
+    summary = run_ppo(_config(tmp_path, rounds=1))
     assert summary["rounds"] == 1
     blob = torch.load(tmp_path / "policy.pt", weights_only=True)
     assert blob["config"]["obs_dim"] == load_policy(tmp_path / "policy.pt").obs_dim
     with pytest.raises(ConfigError, match="already holds"):
-        train_ppo(_config(tmp_path, rounds=2))
+        run_ppo(_config(tmp_path, rounds=2))
     with pytest.raises(ConfigError, match="different settings"):
-        train_ppo(
+        run_ppo(
             PPORunConfig(rounds=2, envs=2, episode_length=4, out=str(tmp_path), quiet=True), resume=True
         )
-    summary = train_ppo(_config(tmp_path, rounds=2), resume=True)  # continues at round 1
+    summary = run_ppo(_config(tmp_path, rounds=2), resume=True)  # continues at round 1
     assert summary["rounds"] == 2
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     updates = [e for e in events if e["event"] == "ppo_update"]
@@ -56,10 +57,10 @@ def test_lstm_run_resume_and_engine_run(tmp_path):
     # replays each sequence in a batch of its own, not as the rollout batched them.
     config = _config(tmp_path / "ppo", rounds=1, lstm=True, lstm_hidden=8, minibatch_size=3)
     sink = MemorySink()
-    train_ppo(config, extra_sinks=[sink])
+    run_ppo(config, extra_sinks=[sink])
     with pytest.raises(ConfigError, match="lstm: saved True, given False"):
-        train_ppo(_config(tmp_path / "ppo", rounds=2, minibatch_size=3), resume=True)
-    summary = train_ppo(dataclasses.replace(config, rounds=2), resume=True, extra_sinks=[sink])
+        run_ppo(_config(tmp_path / "ppo", rounds=2, minibatch_size=3), resume=True)
+    summary = run_ppo(dataclasses.replace(config, rounds=2), resume=True, extra_sinks=[sink])
     assert summary["rounds"] == 2
     updates = [e.metrics for e in sink.events if e.EVENT == "ppo_update"]
     assert len(updates) == 2
@@ -82,7 +83,7 @@ def test_lstm_run_resume_and_engine_run(tmp_path):
 
 def test_resume_without_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match=PPO_CHECKPOINT):
-        train_ppo(_config(tmp_path), resume=True)
+        run_ppo(_config(tmp_path), resume=True)
 
 
 def test_maskable_ppo_interop():

@@ -9,27 +9,33 @@ from pathlib import Path
 import pytest
 import torch
 import torch._dynamo
-from tolaria_kit import ScriptedPolicy, assert_valid_stage_chains, churn, fast_config, make_engine, tiny_task
+from tolaria_kit import (
+    ScriptedPolicy,
+    assert_valid_stage_chains,
+    churn,
+    drive,
+    fast_config,
+    make_engine,
+    run_to_disk,
+    tiny_task,
+)
 from torch._dynamo.exc import FailOnRecompileLimitHit
 from torch._dynamo.utils import counters
 
 from esper.leyline.actions import Action, LifecycleOp
 from esper.leyline.events import Rollback, SeedPruned
-from esper.leyline.observation import Observation
+from esper.leyline.observation import Observation, Policy
 from esper.leyline.stages import SeedStage
 from esper.nissa.telemetry import MemorySink, Telemetry
+from esper.recipes.train import resolve_config, restore
 from esper.tamiyo.factory import make_controller
 from esper.tolaria.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from esper.tolaria.config import RunConfig
 from esper.tolaria.engine import Engine
 
 
-def _run(config: RunConfig, sink: MemorySink | None = None) -> Engine:
-    engine = make_engine(config, make_controller(config))
-    engine.telemetry = Telemetry([sink] if sink else [])
-    engine.setup()
-    engine.run()
-    return engine
+def _run(config: RunConfig, sink: MemorySink | None = None) -> tuple[Engine, Policy]:
+    return run_to_disk(config, telemetry=Telemetry([sink] if sink else []))
 
 
 def _assert_same_state(a: dict[str, object], b: dict[str, object]) -> None:
@@ -43,19 +49,19 @@ def _assert_same_state(a: dict[str, object], b: dict[str, object]) -> None:
 
 @pytest.mark.slow
 def test_same_seed_gives_identical_metrics(tmp_path: Path) -> None:
-    first = _run(fast_config(tmp_path / "a", epochs=6, seed=3))
-    second = _run(fast_config(tmp_path / "b", epochs=6, seed=3))
+    first, _ = _run(fast_config(tmp_path / "a", epochs=6, seed=3))
+    second, _ = _run(fast_config(tmp_path / "b", epochs=6, seed=3))
     assert first.history == second.history
     assert first.counters == second.counters
     _assert_same_state(first.model.state_dict(), second.model.state_dict())
-    other = _run(fast_config(tmp_path / "c", epochs=2, seed=4))
+    other, _ = _run(fast_config(tmp_path / "c", epochs=2, seed=4))
     assert other.history != first.history[:2]
 
 
 @pytest.mark.slow
 def test_resume_reaches_the_same_final_state_as_an_uninterrupted_run(tmp_path: Path) -> None:
     events = MemorySink()
-    straight = _run(fast_config(tmp_path / "straight", epochs=10), events)
+    straight, straight_ctl = _run(fast_config(tmp_path / "straight", epochs=10), events)
     assert straight.counters["seeds_germinated"] >= 2 and straight.counters["seeds_fossilized"] >= 1
 
     _run(fast_config(tmp_path / "split", epochs=5))
@@ -65,19 +71,22 @@ def test_resume_reaches_the_same_final_state_as_an_uninterrupted_run(tmp_path: P
     assert any(stage != SeedStage.DORMANT for stage in stages)  # the split falls mid-growth
 
     config = fast_config(tmp_path / "split", epochs=10)
-    resumed = make_engine(config, make_controller(config))  # a fresh engine, model and controller
-    resumed.resume()
+    resumed = make_engine(config)  # a fresh engine, model and controller
+    controller = make_controller(config)
+    restore(resumed, controller, saved, tmp_path / "split")
     assert resumed.epoch == 5
-    resumed.run()
+    drive(resumed, controller)
 
     assert resumed.history == straight.history
     assert resumed.counters == straight.counters
     _assert_same_state(resumed.model.state_dict(), straight.model.state_dict())
-    _assert_same_state(resumed.controller.state_dict(), straight.controller.state_dict())
-    opt_a, opt_b = resumed.trainer.optimizers.state_dict(), straight.trainer.optimizers.state_dict()
-    assert opt_a["seeds"].keys() == opt_b["seeds"].keys()
-    for pid, st in opt_b["host"]["state"].items():
-        assert torch.equal(opt_a["host"]["state"][pid]["exp_avg"], st["exp_avg"])
+    _assert_same_state(controller.state_dict(), straight_ctl.state_dict())
+    opt_a, opt_b = resumed.optimizer.state_dict(), straight.optimizer.state_dict()
+    assert [g.get("esper_slot") for g in opt_a["param_groups"]] == [
+        g.get("esper_slot") for g in opt_b["param_groups"]
+    ]
+    for pid, st in opt_b["state"].items():
+        assert torch.equal(opt_a["state"][pid]["exp_avg"], st["exp_avg"])
     assert_valid_stage_chains(events.events)
 
 
@@ -91,30 +100,30 @@ def _blend_r0c1(obs: Observation) -> Action | None:
     return None
 
 
-def test_a_nan_loss_rolls_back_prunes_the_blending_seed_and_training_goes_on(tmp_path: Path) -> None:
-    sink = MemorySink()
-    config = fast_config(tmp_path, epochs=8)
-    engine = make_engine(config, ScriptedPolicy(_blend_r0c1))
-    engine.telemetry = Telemetry([sink])
-    engine.setup()
+def _poison(engine: Engine, epochs: set[int]) -> None:
+    """Make the loss NaN in the given epochs."""
     real_loss = engine.trainer.loss_fn
-    poisoned_epoch = 4
 
     def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = real_loss(logits, y)
-        return loss * math.nan if engine.epoch == poisoned_epoch else loss
+        return loss * math.nan if engine.epoch in epochs else loss
 
     engine.trainer.loss_fn = loss_fn
-    for _ in range(poisoned_epoch):
-        engine.run_epoch()
+
+
+def test_a_nan_loss_rolls_back_prunes_the_blending_seed_and_training_goes_on(tmp_path: Path) -> None:
+    sink = MemorySink()
+    engine = make_engine(fast_config(tmp_path, epochs=8), telemetry=Telemetry([sink]))
+    controller = ScriptedPolicy(_blend_r0c1)
+    poisoned_epoch = 4
+    _poison(engine, {poisoned_epoch})
+    drive(engine, controller, until=poisoned_epoch)
     assert engine.model.slot("r0c1").stage == SeedStage.BLENDING
     good_host = {k: v.clone() for k, v in engine.model.host.state_dict().items()}
-    good_opt = {
-        k: v["exp_avg"].clone() for k, v in engine.trainer.optimizers.host.state_dict()["state"].items()
-    }
-    good_controller_calls = engine.controller.state_dict()["calls"]
+    host_params = engine.model.get_host_parameters()
+    good_opt = [engine.optimizer.state[p]["exp_avg"].clone() for p in host_params]
 
-    engine.run_epoch()  # the poisoned epoch: NaN loss, NaN weights after the step
+    engine.train_epoch()  # the poisoned epoch: NaN loss, NaN weights after the step
 
     (rollback,) = [e for e in sink.events if isinstance(e, Rollback)]
     assert rollback.epoch == poisoned_epoch and rollback.restored_epoch == poisoned_epoch
@@ -124,37 +133,40 @@ def test_a_nan_loss_rolls_back_prunes_the_blending_seed_and_training_goes_on(tmp
     assert engine.model.slot("r0c1").seed is None
     for key, value in engine.model.host.state_dict().items():
         assert torch.equal(value, good_host[key]), key  # restored, not stepped with NaN gradients
-    host_opt = engine.trainer.optimizers.host.state_dict()["state"]
-    assert all(torch.equal(host_opt[k]["exp_avg"], v) for k, v in good_opt.items())
-    assert engine.controller.state_dict()["calls"] == good_controller_calls  # no decision that epoch
-    assert "r0c1" not in engine.trainer.optimizers.seeds
+    for p, v in zip(host_params, good_opt, strict=True):
+        assert torch.equal(engine.optimizer.state[p]["exp_avg"], v)
+    assert "r0c1" not in engine.groups.seed_groups()
     assert engine.governor.rollbacks == 1 and engine.counters["seeds_pruned"] == 1
 
-    for _ in range(3):
-        engine.run_epoch()
+    drive(engine, controller, until=poisoned_epoch + 4)
     after = [h["train_loss"] for h in engine.history[poisoned_epoch + 1 :]]
     assert len(after) == 3 and all(math.isfinite(v) for v in after)
     assert after[-1] < engine.history[poisoned_epoch - 1]["train_loss"]  # it keeps learning
     assert all(torch.isfinite(p).all() for p in engine.model.parameters())
-    assert engine.summary()["rollbacks"] == 1
+    assert_valid_stage_chains(sink.events)
+
+
+def test_a_rollback_after_a_germination_keeps_the_seed_and_the_event_table(tmp_path: Path) -> None:
+    """Regression: the rollback point was taken before the decision, so a seed germinated
+    after it vanished on rollback with a GERMINATED->DORMANT event and no seed_pruned."""
+    sink = MemorySink()
+    engine = make_engine(fast_config(tmp_path, epochs=4), telemetry=Telemetry([sink]))
+    engine.train_epoch()
+    assert engine.apply(Action(LifecycleOp.GERMINATE, slot="r0c0", blueprint="conv_light")).applied
+    _poison(engine, {1})
+    engine.train_epoch()
+    assert engine.governor.rollbacks == 1
+    assert engine.model.slot("r0c0").stage == SeedStage.GERMINATED
+    assert "r0c0" in engine.groups.seed_groups()
     assert_valid_stage_chains(sink.events)
 
 
 @pytest.mark.slow
 def test_consecutive_divergent_epochs_roll_back_each_time_and_the_run_still_ends(tmp_path: Path) -> None:
     sink = MemorySink()
-    engine = make_engine(fast_config(tmp_path, epochs=7), ScriptedPolicy(_blend_r0c1))
-    engine.telemetry = Telemetry([sink])
-    engine.setup()
-    real_loss = engine.trainer.loss_fn
-    poisoned = {3, 4, 5}
-
-    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss = real_loss(logits, y)
-        return loss * math.nan if engine.epoch in poisoned else loss
-
-    engine.trainer.loss_fn = loss_fn
-    engine.run()  # used to oscillate forever between two epochs after the second rollback
+    engine = make_engine(fast_config(tmp_path, epochs=7), telemetry=Telemetry([sink]))
+    _poison(engine, {3, 4, 5})
+    drive(engine, ScriptedPolicy(_blend_r0c1))  # used to oscillate forever after the second rollback
 
     rollbacks = [e for e in sink.events if isinstance(e, Rollback)]
     assert [r.epoch for r in rollbacks] == [3, 4, 5]
@@ -170,12 +182,10 @@ def test_compile_survives_more_growth_events_than_the_recompile_limit(tmp_path: 
     counters.clear()
     sink = MemorySink()
     config = fast_config(tmp_path, epochs=10, compile=True, compile_backend="eager", embargo_epochs=0)
-    engine = make_engine(config, ScriptedPolicy(churn))
-    engine.telemetry = Telemetry([sink])
-    engine.setup()
+    engine = make_engine(config, telemetry=Telemetry([sink]))
     # Hitting the limit would otherwise silently fall back to eager; make it an error.
     with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
-        engine.run()
+        drive(engine, ScriptedPolicy(churn))
     torch._dynamo.reset()
 
     kinds = Counter(e.EVENT for e in sink.events)
@@ -192,9 +202,7 @@ def test_without_the_reset_the_same_run_hits_the_recompile_limit(tmp_path: Path,
     """Control for the test above: it would catch an engine that forgot to reset Dynamo."""
     torch._dynamo.reset()
     config = fast_config(tmp_path, epochs=6, compile=True, compile_backend="eager", embargo_epochs=0)
-    engine = make_engine(config, ScriptedPolicy(churn))
-    engine.telemetry = Telemetry()
-    engine.setup()
+    engine = make_engine(config)
     real_reset = torch._dynamo.reset
     monkeypatch.setattr(torch._dynamo, "reset", lambda: None)
     try:
@@ -202,29 +210,25 @@ def test_without_the_reset_the_same_run_hits_the_recompile_limit(tmp_path: Path,
             torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, recompile_limit=2),
             pytest.raises(FailOnRecompileLimitHit),
         ):
-            engine.run()
+            drive(engine, ScriptedPolicy(churn))
     finally:
         real_reset()
 
 
 def test_bf16_autocast_run_on_a_tiny_task(tmp_path: Path) -> None:
     config = fast_config(tmp_path, epochs=3, amp="bf16")
-    engine = make_engine(config, make_controller(config), task=tiny_task(n_train=64, n_val=32, batch_size=32))
-    engine.telemetry = Telemetry()
-    engine.setup()
-    summary = engine.run()
-    assert summary["amp"] == "bf16" and engine.trainer.scaler.is_enabled() is False
+    engine = make_engine(config, task=tiny_task(n_train=64, n_val=32, batch_size=32))
+    drive(engine, make_controller(config))
+    assert engine.config.amp == "bf16" and engine.trainer.scaler.is_enabled() is False
     assert all(math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]) for h in engine.history)
     assert all(p.dtype == torch.float32 for p in engine.model.parameters())
-    assert summary["epochs"] == 3 and (tmp_path / CHECKPOINT_NAME).is_file()
 
 
 def test_resolved_config_fills_in_the_task_defaults(tmp_path: Path) -> None:
     config = fast_config(tmp_path, epochs=None)
-    engine = make_engine(config, make_controller(config))
-    engine.setup()
-    resolved = engine.resolved_config()
-    assert resolved.epochs == engine.task.default_epochs
-    assert resolved.lr == engine.task.default_lr and resolved.batch_size == 32
+    task = tiny_task()
+    resolved = resolve_config(config, make_engine(config, task), task)
+    assert resolved.epochs == task.default_epochs
+    assert resolved.lr == task.default_lr and resolved.batch_size == 32
     assert resolved.device == "cpu" and resolved.amp == "none"
     assert resolved.blueprints and "conv_light" in resolved.blueprints

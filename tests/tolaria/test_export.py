@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from tolaria_kit import fast_config, grow, make_engine
+from tolaria_kit import fast_config, grow, run_to_disk
 
 from esper import CNNHost, MorphogeneticModel, QualityGates, TransformerHost
 from esper.errors import CheckpointError
 from esper.leyline.stages import SeedStage
-from esper.tamiyo.factory import make_controller
 from esper.tolaria.checkpoint import load_grown
 from esper.tolaria.export import EXPORT_FORMAT, InputSpec, bake_fossilized, export_grown, export_model
 
@@ -91,9 +90,7 @@ def test_exported_transformer_program_takes_token_batches(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_export_grown_from_a_run_directory(tmp_path: Path) -> None:
     config = fast_config(tmp_path / "run", epochs=10)
-    engine = make_engine(config, make_controller(config))
-    engine.setup()
-    engine.run()
+    engine, _ = run_to_disk(config)
     assert engine.model.count_fossilized_seeds() >= 1
 
     path = export_grown(tmp_path / "run")
@@ -117,9 +114,7 @@ def test_export_of_a_missing_run_is_a_checkpoint_error(tmp_path: Path) -> None:
 
 def test_export_reads_the_input_spec_from_the_checkpoint_without_the_dataset(tmp_path: Path) -> None:
     config = fast_config(tmp_path / "run", epochs=2)
-    engine = make_engine(config, make_controller(config))
-    engine.setup()
-    engine.run()
+    run_to_disk(config)
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     data = torch.load(checkpoint, weights_only=True)
     assert data["input_spec"] == {"shape": [1, 8, 8], "dtype": "float32", "num_classes": 10,

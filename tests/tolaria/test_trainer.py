@@ -10,6 +10,7 @@ from torch.nn.functional import cross_entropy
 from esper import CNNHost, MorphogeneticModel, QualityGates, TransformerHost
 from esper.kasmina.slot import SeedSlot
 from esper.leyline.stages import SeedStage
+from esper.tolaria.optim import SeedGroups, adamw, host_groups
 from esper.tolaria.trainer import Trainer, _forced_alphas, counterfactual_slots
 
 CPU = torch.device("cpu")
@@ -24,9 +25,8 @@ def _correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def _trainer(model: MorphogeneticModel, amp: str = "none", lr: float = 1e-2) -> Trainer:
-    return Trainer(
-        model, loss_fn=_loss, correct_fn=_correct, device=CPU, amp=amp, lr=lr, weight_decay=0.0, grad_clip=1.0
-    )
+    groups = SeedGroups(adamw(lr, 0.0)(host_groups(model.get_host_parameters())), model, None)
+    return Trainer(model, groups, loss_fn=_loss, metric_fn=_correct, device=CPU, amp=amp, grad_clip=1.0)
 
 
 def _cnn() -> MorphogeneticModel:
@@ -136,7 +136,7 @@ def test_no_slots_no_counterfactual_pass() -> None:
 def test_evaluate_reports_mean_loss_and_accuracy() -> None:
     model = _cnn()
     batches = _batches(3)
-    metrics = _trainer(model).evaluate(batches)
+    metrics = _trainer(model).evaluate(model, batches)
     model.eval()
     with torch.no_grad():
         logits = torch.cat([model(x) for x, _ in batches])
@@ -149,10 +149,10 @@ def test_train_epoch_updates_host_and_seed() -> None:
     model = _cnn()
     grow(model, "r0c1", "conv_light", SeedStage.TRAINING, torch.randn(2, 1, 8, 8))
     trainer = _trainer(model)
-    trainer.optimizers.sync(model)
+    trainer.groups.sync(model)
     host_before = [p.detach().clone() for p in model.get_host_parameters()]
     seed_before = [p.detach().clone() for p in model.get_seed_parameters()]
-    metrics = trainer.train_epoch(_batches(2))
+    metrics = trainer.train_epoch(model, _batches(2))
     assert metrics.loss > 0 and 0.0 <= metrics.accuracy <= 1.0
     assert any(not torch.equal(a, p) for a, p in zip(host_before, model.get_host_parameters(), strict=True))
     assert any(not torch.equal(a, p) for a, p in zip(seed_before, model.get_seed_parameters(), strict=True))
@@ -160,7 +160,7 @@ def test_train_epoch_updates_host_and_seed() -> None:
 
 def test_empty_split_is_an_error() -> None:
     with pytest.raises(ValueError, match="no batches"):
-        _trainer(_cnn()).evaluate([])
+        _trainer(_cnn()).evaluate(_cnn(), [])
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
@@ -168,12 +168,12 @@ def test_autocast_train_step_on_a_tiny_model(amp: str) -> None:
     model = _cnn()
     grow(model, "r0c0", "conv_light", SeedStage.BLENDING, torch.randn(2, 1, 8, 8))
     trainer = _trainer(model, amp=amp)
-    trainer.optimizers.sync(model)
+    trainer.groups.sync(model)
     assert trainer.scaler.is_enabled() is (amp == "fp16")
     before = [p.detach().clone() for p in model.parameters()]
 
-    metrics = trainer.train_epoch(_batches(2, b=8))
-    val = trainer.evaluate(_batches(1, b=8, seed=2))
+    metrics = trainer.train_epoch(model, _batches(2, b=8))
+    val = trainer.evaluate(model, _batches(1, b=8, seed=2))
 
     assert torch.isfinite(torch.tensor([metrics.loss, val.loss])).all()
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
@@ -181,6 +181,6 @@ def test_autocast_train_step_on_a_tiny_model(amp: str) -> None:
     changed = [not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True)]
     assert sum(changed) >= len(changed) // 2
     state = trainer.state_dict()
-    assert set(state) == {"optimizers", "scaler"}
+    assert set(state) == {"optimizer", "scaler"}
     if amp == "fp16":
         assert state["scaler"]["scale"] > 1.0

@@ -14,6 +14,8 @@ from esper.kasmina.model import MorphogeneticModel
 from esper.leyline.actions import WAIT, Action, LifecycleOp
 from esper.leyline.observation import Observation
 from esper.leyline.stages import SeedStage
+from esper.nissa.telemetry import Telemetry
+from esper.tolaria.build import engine_for_task
 from esper.tolaria.config import RunConfig
 from esper.tolaria.engine import Engine
 
@@ -81,11 +83,30 @@ def churn(observation: Observation) -> Action | None:
     return None
 
 
-def make_engine(config: RunConfig, controller: Any, task: Task | None = None) -> Engine:
-    """An engine on a tiny task writing into ``config.out`` (created here, as run_training does)."""
-    run_dir = Path(str(config.out))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return Engine(config, controller, run_dir, task=task or tiny_task())
+def make_engine(config: RunConfig, task: Task | None = None, telemetry: Telemetry | None = None) -> Engine:
+    """A fresh engine on a tiny task (built as every run builds it)."""
+    return engine_for_task(config, task or tiny_task(), telemetry)
+
+
+def run_to_disk(
+    config: RunConfig, task: Task | None = None, telemetry: Telemetry | None = None, controller: Any = None
+) -> tuple[Engine, Any]:
+    """A whole run as the recipe does it (checkpoints into ``config.out``), on a tiny task."""
+    from esper.recipes.train import resolve_config, run_engine
+    from esper.tamiyo.factory import make_controller
+
+    task = task or tiny_task()
+    engine = make_engine(config, task, telemetry)
+    controller = controller or make_controller(config)
+    run_engine(engine, controller, resolve_config(config, engine, task), task, Path(str(config.out)))
+    return engine, controller
+
+
+def drive(engine: Engine, controller: Any, until: int | None = None) -> None:
+    """The run loop: the engine's three calls per epoch, up to ``until`` epochs (default: all)."""
+    while engine.epoch < (until or engine.config.epochs):
+        engine.train_epoch()
+        engine.ask(controller)
 
 
 def backward_once(model: MorphogeneticModel, x: torch.Tensor) -> None:

@@ -104,8 +104,8 @@ def train() -> None:
 
 def _run_train(params: Mapping[str, Any], controller: str) -> None:
     """Build the config and controller, train, and print the summary."""
+    from esper.recipes.train import default_run_dir, run_training
     from esper.tamiyo.factory import make_controller
-    from esper.tolaria.run import default_run_dir, run_training
 
     config = build_config(params, controller=controller)
     resume = params.get("resume") is not None

@@ -244,8 +244,8 @@ def _environment_problems(settings: Mapping[str, Any]) -> list[str]:
 def _resume_config(
     run_dir: Path, given: dict[str, Any], config_file: str | None, controller: str | None
 ) -> RunConfig:
+    from esper.recipes.train import config_from_checkpoint
     from esper.tolaria.checkpoint import load_checkpoint
-    from esper.tolaria.run import config_from_checkpoint
 
     if config_file is not None:
         raise ConfigError(

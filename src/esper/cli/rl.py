@@ -73,11 +73,12 @@ def train_ppo_command(**params: Any) -> None:
       esper train ppo --out runs/ppo --resume --rounds 60
       esper train policy --policy runs/ppo/policy.pt --task digits-impaired
     """
-    from esper.simic.training import PPORunConfig, train_ppo
+    from esper.recipes.ppo import run_ppo
+    from esper.simic.training import PPORunConfig
 
     resume = params.pop("resume")
     config = PPORunConfig(**params)
-    summary = train_ppo(config, resume=resume)
+    summary = run_ppo(config, resume=resume)
     click.echo(
         f"{summary['rounds']} rounds; last mean return {summary['final_mean_return']:.4f}, "
         f"final accuracy {summary['final_accuracy']:.4f}\n  policy  {summary['policy']}"
@@ -86,8 +87,8 @@ def train_ppo_command(**params: Any) -> None:
 
 def _train_policy(policy: str, params: dict[str, Any]) -> None:
     from esper.cli import main as cli_main
+    from esper.recipes.train import default_run_dir, run_training
     from esper.tamiyo.factory import make_controller
-    from esper.tolaria.run import default_run_dir, run_training
 
     config = cli_main.build_config(params)
     config = config.replace(controller="policy", policy=str(policy))
@@ -127,9 +128,9 @@ def eval_command(spec: str, task: str, episodes: int, epochs: int | None, seed: 
     """Run a controller on held-out seeds; print mean +- std of final accuracy, added
     parameters and lifecycle counts. The run dirs can be compared with ``esper report``.
     """
+    from esper.recipes.train import run_training
     from esper.tamiyo.factory import make_controller
     from esper.tolaria.config import RunConfig
-    from esper.tolaria.run import run_training
 
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")

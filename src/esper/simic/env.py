@@ -19,7 +19,6 @@ raises ``gymnasium.error.ResetNeeded``.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,10 +43,9 @@ from esper.simic.rewards import (
 )
 from esper.tamiyo.features import FEATURE_CLIP, feature_size, observation_features
 from esper.tamiyo.masks import ActionLayout, JointLegality
-from esper.tamiyo.simple import StaticPolicy
+from esper.tolaria.build import engine_for_task
 from esper.tolaria.config import RunConfig
 from esper.tolaria.engine import Engine
-from esper.tolaria.lifecycle import ActionOutcome, apply_action, diff_events, observe, snapshot_slots
 
 __all__ = ["ENV_ID", "MorphogenesisEnv"]
 
@@ -95,7 +93,6 @@ class MorphogenesisEnv(gym.Env[np.ndarray, np.ndarray]):
         self.episode_length = episode_length
         self.host_checkpoint = host_checkpoint
         self._default_seed = seed
-        self._run_dir = tempfile.gettempdir()  # the env never writes checkpoints
         self.base_config = RunConfig(
             task=task,
             controller="static",
@@ -121,6 +118,7 @@ class MorphogenesisEnv(gym.Env[np.ndarray, np.ndarray]):
         self.action_space = spaces.MultiDiscrete(self.layout.nvec)
         self.engine: Engine | None = None
         self._events = MemorySink()
+        self._telemetry = Telemetry([self._events])
         self._obs: Observation | None = None
         self._legal: JointLegality | None = None
         self._steps = 0
@@ -136,14 +134,11 @@ class MorphogenesisEnv(gym.Env[np.ndarray, np.ndarray]):
         run_seed = int(seed) if seed is not None else int(self.np_random.integers(0, 2**31 - 1))
         config = self.base_config.replace(seed=run_seed)
         self._events.events.clear()
-        engine = Engine(
-            config, StaticPolicy(), self._run_dir, telemetry=Telemetry([self._events]), task=self.task
-        )
-        engine.setup()
+        engine = engine_for_task(config, self.task, self._telemetry)
         if self.host_checkpoint is not None:
             _load_host(engine, self.host_checkpoint)
             engine.remember_good_state()  # the governor's rollback point includes the loaded host
-        engine.run_epoch()
+        engine.train_epoch()
         self.engine, self._steps = engine, 0
         obs = self._observe()
         info = {"epoch_metrics": dict(engine.history[-1]), "seed": run_seed, **self._legal_info()}
@@ -151,26 +146,19 @@ class MorphogenesisEnv(gym.Env[np.ndarray, np.ndarray]):
         return observation_features(obs), info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        engine, obs, legal = self._require_running()
+        engine, obs, _ = self._require_running()
         vec = self.layout.check_vector(action)
         decoded = self.layout.decode(vec)
-        before = snapshot_slots(engine.model)
-        if legal.allows(vec):
-            outcome = apply_action(engine.model, decoded)
-            engine.trainer.optimizers.sync(engine.model)
-        else:
-            outcome = ActionOutcome(False, f"{decoded.op.name} is not legal for this state (masked)")
-        for event in diff_events(engine.model, before, engine.epoch):
-            engine.telemetry.emit(event)
-        engine.run_epoch()
+        outcome = engine.apply(decoded)  # the engine's door refuses what the masks refuse
+        engine.train_epoch()
         self._steps += 1
         new_obs = self._observe()
         terminated = self._steps >= self.episode_length
         components = self._reward(obs, new_obs, terminated, illegal=not outcome.applied)
-        engine.telemetry.emit(Reward(epoch=engine.epoch - 1, components=components))
+        self._telemetry.emit(Reward(epoch=engine.epoch - 1, components=components))
         info: dict[str, Any] = {
             "epoch_metrics": dict(engine.history[-1]),
-            "events": [e.to_dict() for e in self._events.events],
+            "events": [_timeless(e.to_dict()) for e in self._events.events],
             "reward_components": components,
             "illegal_action": not outcome.applied,
             "illegal_reason": outcome.reason,
@@ -178,12 +166,9 @@ class MorphogenesisEnv(gym.Env[np.ndarray, np.ndarray]):
             **self._legal_info(),
         }
         if terminated:
-            summary = engine.summary()
-            info["final_accuracy"] = summary["final_val_accuracy"]
-            info["seed_params"] = summary["seed_params"]
-            info["lifecycle"] = {
-                k: summary[k] for k in ("seeds_germinated", "seeds_fossilized", "seeds_pruned")
-            }
+            info["final_accuracy"] = engine.history[-1]["val_accuracy"]
+            info["seed_params"] = engine.output_seed_params
+            info["lifecycle"] = dict(engine.counters)
         self._events.events.clear()
         return observation_features(new_obs), float(components["total"]), terminated, False, info
 
@@ -214,14 +199,7 @@ class MorphogenesisEnv(gym.Env[np.ndarray, np.ndarray]):
     def _observe(self) -> Observation:
         engine = self.engine
         assert engine is not None
-        self._obs = observe(
-            engine.model,
-            epoch=engine.epoch - 1,
-            max_epochs=engine.epochs,
-            history=engine.history,
-            max_seed_params=engine.config.max_seed_params,
-            blueprints=self.layout.blueprints,
-        )
+        self._obs = engine.observe()
         self._legal = JointLegality.from_observation(self._obs)
         return self._obs
 
@@ -265,3 +243,8 @@ def _load_host(engine: Engine, path: str) -> None:
         engine.model.host.load_state_dict(grown.host.state_dict())
     except RuntimeError as exc:
         raise CheckpointError(f"host checkpoint {path!r} does not fit the task's host: {exc}") from exc
+
+
+def _timeless(event: dict[str, Any]) -> dict[str, Any]:
+    """An event without its wall-clock field: a step's info is a function of seed and actions."""
+    return {k: v for k, v in event.items() if k != "wall_time_s"}

@@ -36,7 +36,6 @@ from esper.errors import CheckpointError, ConfigError
 from esper.leyline.actions import HEADS
 from esper.leyline.events import PPOUpdate
 from esper.nissa.io import atomic_write_bytes, atomic_write_text
-from esper.nissa.jsonl import JsonlSink
 from esper.nissa.telemetry import Sink, Telemetry
 from esper.simic.buffer import RolloutBuffer
 from esper.simic.env import MorphogenesisEnv
@@ -242,9 +241,12 @@ class _Rollout:
 
 
 def train_ppo(
-    config: PPORunConfig, *, resume: bool = False, extra_sinks: list[Sink] | None = None
+    config: PPORunConfig, *, resume: bool = False, sinks: Callable[[], list[Sink]] | None = None
 ) -> dict[str, Any]:
     """Train (or continue) a PPO run; returns the summary also written to ``summary.json``.
+
+    ``sinks`` builds where the run's events go, once the run folder has been checked
+    (``esper.recipes.ppo.run_ppo`` gives it the run folder's).
 
     Raises:
         ConfigError: a fresh run into a directory that already holds one (use ``resume``), or
@@ -275,7 +277,7 @@ def train_ppo(
             trainer.load_state_dict(saved["trainer"])
             sampler.set_state(saved["sampler"])
             history = [dict(h) for h in saved["history"]]
-        with Telemetry(_sinks(config, out, resume) + list(extra_sinks or [])) as telemetry:
+        with Telemetry(sinks() if sinks else []) as telemetry:
             for round_ in range(len(history), config.rounds):
                 metrics = _train_round(envs, policy, trainer, config, round_, sampler)
                 history.append(metrics)
@@ -320,19 +322,6 @@ def _train_round(
         controller_overhead=(stats["policy_time_s"] + update_time) / max(stats["env_time_s"], 1e-9),
     )
     return metrics
-
-
-def _sinks(config: PPORunConfig, out: Path, resume: bool) -> list[Sink]:
-    sinks: list[Sink] = [JsonlSink(out / "events.jsonl", append=resume)]
-    if not config.quiet:
-        from esper.karn.console import ConsoleSink
-
-        sinks.append(ConsoleSink(total_epochs=config.rounds))
-    if config.tensorboard:
-        from esper.nissa.tensorboard import TensorBoardSink
-
-        sinks.append(TensorBoardSink(out / "tensorboard"))
-    return sinks
 
 
 def _save(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import random
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,15 @@ from esper.errors import CheckpointError
 from esper.kasmina.model import MorphogeneticModel
 from esper.nissa.io import atomic_write_bytes
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "load_checkpoint", "load_grown", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_NAME",
+    "load_checkpoint",
+    "load_grown",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "esper-checkpoint-v1"
@@ -73,3 +82,25 @@ def load_grown(path: str | Path, map_location: str | torch.device = "cpu") -> Mo
     model = MorphogeneticModel.from_config(config)
     model.load_state_dict(state)
     return model.to(map_location).eval()
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states (torch, Python, CUDA) as tensors and primitives."""
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": list(internal),
+        "python_version": version,
+        "python_gauss": gauss,
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -1,245 +1,373 @@
-"""The Tolaria engine: a host training run in which a controller grows seeds, one epoch at a time.
+"""The Tolaria engine: a steppable morphogenetic training run with one door for structural change.
 
-Protocol (torchtune style): ``Engine(config, controller, run_dir)`` -> ``setup()`` (fresh) or
-``resume()`` -> ``run()`` -> summary. Each epoch: train, evaluate, measure counterfactuals,
-feed the slots, ``step_epoch()``, ask the controller, apply its action, checkpoint.
+A run is three calls, repeated::
+
+    while engine.epoch < epochs:
+        engine.train_epoch()                                # train, governor, evaluate, step slots
+        engine.apply(controller.decide(engine.observe()))   # the door
+
+The engine owns no controller. Every germinate, prune, fossilize, advance and rollback goes
+through one method (:meth:`Engine._change`) that checks legality from the table the action
+masks are computed from (:class:`~esper.leyline.legality.JointLegality`, which includes the
+seed parameter budget), adds new seeds' parameter groups to the optimizer and removes pruned
+ones with their state, rebuilds the forward module (:meth:`Engine._rewire`: Dynamo reset, the
+``wrap`` hook where DDP re-wraps), re-takes the governor's rollback point and emits the
+lifecycle events. Constructing an engine does no I/O: build the data, model and optimizer
+first and hand them over.
 """
 
 from __future__ import annotations
 
 import copy
-import random
 import time
-from pathlib import Path
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
-from esper.data import Task, get_task
-from esper.errors import CheckpointError
+from esper.errors import ConfigError
 from esper.kasmina.blueprints import BlueprintRegistry
-from esper.kasmina.gates import QualityGates
 from esper.kasmina.model import MorphogeneticModel
-from esper.leyline.events import EpochEnd, Event, Rollback, RunFinished, RunStarted, SeedSnapshot
-from esper.leyline.observation import Policy
+from esper.leyline.actions import Action, LifecycleOp
+from esper.leyline.events import EpochEnd, Event, Rollback, SeedSnapshot
+from esper.leyline.legality import JointLegality
+from esper.leyline.observation import Observation, Policy
 from esper.leyline.stages import SeedStage
 from esper.nissa.telemetry import Telemetry
-from esper.tolaria.amp import resolve_amp, resolve_device
-from esper.tolaria.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from esper.tolaria.config import RunConfig
-from esper.tolaria.export import InputSpec
+from esper.tolaria.data import data_rng_state, iter_batches, load_data_rng_state, set_data_epoch
 from esper.tolaria.governor import Governor
-from esper.tolaria.lifecycle import apply_action, diff_events, observe, snapshot_slots
-from esper.tolaria.trainer import Trainer, counterfactual_slots
+from esper.tolaria.lifecycle import ActionOutcome, apply_action, diff_events, observe, snapshot_slots
+from esper.tolaria.optim import OptimizerFactory, SchedulerFactory, SeedGroups, adamw, host_groups
+from esper.tolaria.trainer import (
+    CorrectFn,
+    EpochMetrics,
+    LossFn,
+    Trainer,
+    accuracy_hits,
+    counterfactual_slots,
+    cross_entropy_loss,
+)
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "EngineConfig", "EpochReport", "Evaluate"]
+
+Evaluate = Callable[[nn.Module], float]
+"""A user's validation: the model -> its accuracy (or any higher-is-better score)."""
+
+_COUNTED = {
+    "seed_germinated": "seeds_germinated",
+    "seed_pruned": "seeds_pruned",
+    "seed_fossilized": "seeds_fossilized",
+}
+_OUTPUT_STAGES = (SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The engine's settings (the run config's engine part; primitives only).
+
+    Attributes:
+        epochs: the run's length (observations report progress against it).
+        lr: the default optimizer's learning rate (ignored when an optimizer is given).
+        weight_decay: the default optimizer's weight decay.
+        grad_clip: max global grad norm (0 disables clipping).
+        amp: ``"none"``, ``"bf16"`` or ``"fp16"`` (resolved already).
+        compile: run batches through ``torch.compile`` of the model.
+        compile_backend: the ``torch.compile`` backend.
+        max_seed_params: the seed parameter budget every action is held to.
+        blueprints: blueprints actions may use (default: all for the model's topology).
+        governor_spike_factor / governor_spike_margin / governor_window: see :class:`Governor`.
+        governor_ceiling: a loss above this is a blow-up (None: no absolute limit).
+    """
+
+    epochs: int
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 5.0
+    amp: str = "none"
+    compile: bool = False
+    compile_backend: str = "inductor"
+    max_seed_params: int | None = None
+    blueprints: tuple[str, ...] | None = None
+    governor_spike_factor: float = 3.0
+    governor_spike_margin: float = 0.1
+    governor_window: int = 5
+    governor_ceiling: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ConfigError(f"EngineConfig.epochs must be an int >= 1, got {self.epochs!r}")
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise ConfigError(f"EngineConfig.amp must be 'none', 'bf16' or 'fp16', got {self.amp!r}")
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What one epoch measured (``train`` is None when the user's loop trained it)."""
+
+    epoch: int
+    train: EpochMetrics | None
+    val_loss: float | None
+    val_accuracy: float
+    contributions: dict[str, float] = field(default_factory=dict)
+    rollback: str | None = None
 
 
 class Engine:
-    """Runs one morphogenetic training run.
+    """A morphogenetic training run that a controller (or a person) steps one epoch at a time.
 
     Args:
-        config: the resolved run config.
-        controller: the policy that decides one lifecycle action per epoch.
-        run_dir: where the checkpoint goes.
-        telemetry: where events go (sinks decide what is printed or written).
-        task: a prebuilt task (default: built from the config).
+        model: the model (moved to ``device``).
+        train_data: iterable of ``(inputs, targets)`` batches (a ``DataLoader``, an Esper
+            :class:`~esper.tolaria.data.TaskBatches`, a list); None when the user trains
+            (then call :meth:`finish_epoch` after each of their passes).
+        val_data: validation batches; or pass ``evaluate``.
+        config: the engine's settings.
+        optimizer: an optimizer over the model's host parameters, or a factory from parameter
+            groups (default: AdamW with foreach). Seed groups join and leave it.
+        scheduler: an LR scheduler for that optimizer, or a factory; stepped once per epoch.
+        loss_fn / metric_fn: default cross-entropy and argmax accuracy (token-level for LMs).
+        evaluate: the user's validation (model -> accuracy) instead of ``val_data``.
+        telemetry: where events go.
+        device: where training runs.
+        wrap: applied to the model after every structural change to get the module batches
+            run through (e.g. re-wrapping in ``DistributedDataParallel``).
     """
 
     def __init__(
         self,
-        config: RunConfig,
-        controller: Policy,
-        run_dir: str | Path,
+        model: MorphogeneticModel,
+        train_data: Iterable[Any] | None,
+        val_data: Iterable[Any] | None,
+        config: EngineConfig,
+        *,
+        optimizer: Optimizer | OptimizerFactory | None = None,
+        scheduler: LRScheduler | SchedulerFactory | None = None,
+        loss_fn: LossFn | None = None,
+        metric_fn: CorrectFn | None = None,
+        evaluate: Evaluate | None = None,
         telemetry: Telemetry | None = None,
-        task: Task | None = None,
+        device: torch.device | str = "cpu",
+        wrap: Callable[[MorphogeneticModel], nn.Module] | None = None,
     ) -> None:
+        if (val_data is None) == (evaluate is None):
+            raise ConfigError("give the engine exactly one of val_data (batches) or evaluate (a function)")
         self.config = config
-        self.controller = controller
-        self.run_dir = Path(run_dir)
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.train_data, self.val_data, self._evaluate = train_data, val_data, evaluate
         self.telemetry = telemetry or Telemetry()
-        self.task = task or get_task(
-            config.task, data_dir=config.data_dir, text_file=config.text_file, batch_size=config.batch_size
+        self.blueprints = tuple(config.blueprints or BlueprintRegistry.names(model.topology))
+        _check_budget(model, config.max_seed_params, self.blueprints)
+        opt = _build_optimizer(optimizer, model, config)
+        sched = (
+            scheduler(opt) if callable(scheduler) and not isinstance(scheduler, LRScheduler) else scheduler
         )
-        self.device = resolve_device(config.device)
-        self.amp = resolve_amp(config.amp, self.device)
-        self.epochs = config.epochs or self.task.default_epochs
-        self.blueprints = tuple(config.blueprints or ())
+        self.groups = SeedGroups(opt, model, sched)
+        self.trainer = Trainer(
+            model,
+            self.groups,
+            loss_fn=loss_fn or cross_entropy_loss,
+            metric_fn=metric_fn or accuracy_hits,
+            device=self.device,
+            amp=config.amp,
+            grad_clip=config.grad_clip,
+        )
+        self.governor = Governor(
+            config.governor_spike_factor, config.governor_spike_margin, config.governor_window
+        )
+        self._wrap = wrap
+        self._compiled: tuple[nn.Module, nn.Module] | None = None  # (what was compiled, compiled)
+        self.forward_model: nn.Module = model
+        self._rewire()
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, float]] = []
         self.counters = {"seeds_germinated": 0, "seeds_fossilized": 0, "seeds_pruned": 0}
         self.wall_time_s = 0.0
-        self.governor = Governor(
-            config.governor_spike_factor, config.governor_spike_margin, config.governor_window
-        )
-        self._good_state: dict[str, Any] | None = None
-        self.model: MorphogeneticModel
-        self.trainer: Trainer
-
-    def resolved_config(self) -> RunConfig:
-        """The config with every default filled in (what config.json records)."""
-        return self.config.replace(
-            epochs=self.epochs,
-            lr=self.trainer.optimizers.lr,
-            batch_size=self.task.batch_size,
-            device=str(self.device),
-            amp=self.amp,
-            blueprints=list(self._available_blueprints()),
-        )
-
-    # ----------------------------------------------------------------- setup / resume
-    def setup(self) -> None:
-        """Build a fresh host, model and optimizers from the seed."""
-        _seed_everything(self.config.seed)
-        host = self.task.make_host()
-        gates = QualityGates(
-            min_training_epochs=self.config.min_training_epochs,
-            min_holding_epochs=self.config.min_holding_epochs,
-            embargo_epochs=self.config.embargo_epochs,
-        )
-        self.model = MorphogeneticModel(host, slots=self.config.slots, gates=gates).to(self.device)  # type: ignore[arg-type]
-        self.trainer = Trainer(
-            self.model,
-            loss_fn=self.task.loss,
-            correct_fn=self.task.correct,
-            device=self.device,
-            amp=self.amp,
-            lr=self.config.lr or self.task.default_lr,
-            weight_decay=self.config.weight_decay,
-            grad_clip=self.config.grad_clip,
-        )
-        if self.config.compile:
-            compiled = torch.compile(self.model, backend=self.config.compile_backend)
-            self.trainer.forward_model = compiled  # type: ignore[assignment]
         self._good_state = self._capture()
 
-    def resume(self) -> None:
-        """Set up, then restore everything from ``run_dir/checkpoint.pt``."""
-        data = load_checkpoint(self.run_dir / CHECKPOINT_NAME, map_location=self.device)
-        self.setup()
-        try:
-            self._restore(data)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(
-                f"checkpoint in {str(self.run_dir)!r} does not fit this run: {exc}"
-            ) from exc
-        _set_rng_state(data["rng"])
-        self._good_state = self._capture()
+    @property
+    def optimizer(self) -> Optimizer:
+        return self.groups.optimizer
 
-    # ----------------------------------------------------------------- the loop
-    def run(self) -> dict[str, Any]:
-        """Train until ``epochs`` are done; returns the summary."""
-        self._emit(
-            RunStarted(
-                epoch=self.epoch,
-                config=self.config.to_dict(),
-                task=self.task.name,
-                controller=self.controller.name,
-                seed=self.config.seed,
-                device=str(self.device),
-                host_params=_host_params(self.model),
-            )
-        )
-        while self.epoch < self.epochs:
-            start = time.perf_counter()
-            self.run_epoch()
-            self.wall_time_s += time.perf_counter() - start
-            if self.epoch % self.config.checkpoint_every == 0 or self.epoch == self.epochs:
-                self.save()
-        summary = self.summary()
-        self._emit(RunFinished(epoch=self.epoch, summary=summary))
-        return summary
+    @property
+    def scheduler(self) -> LRScheduler | None:
+        return self.groups.scheduler
 
-    def run_epoch(self) -> None:
-        """One host epoch and the controller's decision after it."""
-        epoch, model, trainer = self.epoch, self.model, self.trainer
-        before = snapshot_slots(model)
-        generator = torch.Generator().manual_seed(_epoch_seed(self.config.seed, epoch))
-        train = trainer.train_epoch(self.task.train_batches(generator, self.device))
-        verdict = self.governor.verdict(train.loss)
-        rolled_back = False
+    # ----------------------------------------------------------------- the three calls
+    def train_epoch(self) -> EpochReport:
+        """Train one epoch on ``train_data``, then :meth:`finish_epoch`."""
+        if self.train_data is None:
+            raise ConfigError("this engine has no train_data: train in your loop and call finish_epoch()")
+        start = time.perf_counter()
+        set_data_epoch(self.train_data, self.epoch)
+        train = self.trainer.train_epoch(self.forward_model, iter_batches(self.train_data, self.device))
+        return self.finish_epoch(train, started=start)
+
+    def finish_epoch(self, train: EpochMetrics | None = None, *, started: float | None = None) -> EpochReport:
+        """Everything after an epoch's training pass: governor (rollback), LR schedule,
+        validation, counterfactual contributions, every slot's ``step_epoch()`` and the
+        ``epoch_end`` event."""
+        start = time.perf_counter() if started is None else started
+        verdict = None if train is None else self.governor.verdict(train.loss)
         if verdict is not None:
             self._rollback(verdict)
-            # Emit the prune now: after step_epoch() the slot is already EMBARGOED.
-            rolled_back = self._emit_changes(before)
-            before = snapshot_slots(model)
-        else:
+        elif train is not None:
             self.governor.accept(train.loss)
-        val = trainer.evaluate(self.task.val_batches(self.device))
-        for sid, c in trainer.counterfactuals(
-            self.task.val_batches(self.device), counterfactual_slots(model)
-        ).items():
-            model.slot(sid).record_contribution(c)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        val_loss, val_acc = self._validate()
+        contributions = self._contributions(val_acc)
+        for sid, c in contributions.items():
+            self.model.slot(sid).record_contribution(c)
         self.history.append(
             {
-                "train_loss": train.loss,
-                "train_accuracy": train.accuracy,
-                "val_loss": val.loss,
-                "val_accuracy": val.accuracy,
+                "train_loss": float("nan") if train is None else train.loss,
+                "train_accuracy": float("nan") if train is None else train.accuracy,
+                "val_loss": float("nan") if val_loss is None else val_loss,
+                "val_accuracy": val_acc,
             }
         )
-        for slot in model.slots():
-            slot.step_epoch()
-        structural = self._emit_changes(before) or rolled_back
-        if verdict is None:
-            middle = snapshot_slots(model)
-            self._decide()
-            structural = self._emit_changes(middle) or structural
-        if structural and self.config.compile:
-            # Every structural change is a Dynamo recompile; resetting keeps the cache from
-            # hitting recompile_limit (after which compiled code silently falls back to eager).
-            torch._dynamo.reset()
+        self._change(self._step_slots, snapshot=False)
+        self.wall_time_s += time.perf_counter() - start
         self._emit_epoch_end()
         self.epoch += 1
         # After a rollback too: the restored, pruned state is good, and the next rollback must
         # not send the run back to an older epoch.
         self._good_state = self._capture()
+        return EpochReport(self.epoch - 1, train, val_loss, val_acc, contributions, verdict)
 
-    def _decide(self) -> None:
-        obs = observe(
+    def observe(self) -> Observation:
+        """The controller's view after the last epoch."""
+        if not self.history:
+            raise ConfigError(
+                "observe() needs a finished epoch: call train_epoch() (or finish_epoch()) first"
+            )
+        return observe(
             self.model,
-            epoch=self.epoch,
-            max_epochs=self.epochs,
+            epoch=self.epoch - 1,
+            max_epochs=self.config.epochs,
             history=self.history,
             max_seed_params=self.config.max_seed_params,
-            blueprints=self._available_blueprints(),
+            blueprints=self.blueprints,
         )
-        action = self.controller.decide(obs)
-        apply_action(self.model, action)
-        self.trainer.optimizers.sync(self.model)
 
-    def _available_blueprints(self) -> tuple[str, ...]:
-        return self.blueprints or tuple(BlueprintRegistry.names(self.model.topology))
+    def ask(self, controller: Policy) -> ActionOutcome:
+        """The decision step: ``apply(controller.decide(observe()))``."""
+        return self.apply(controller.decide(self.observe()))
 
-    def _emit_changes(self, before: dict[str, Any]) -> bool:
-        """Emit events for slot changes since ``before``; True if any was structural."""
+    def apply(self, action: Action) -> ActionOutcome:
+        """The door: apply ``action`` if the legality table allows it; refused ones change nothing."""
+        if action.op == LifecycleOp.WAIT:
+            return ActionOutcome(True)
+        obs = self.observe()
+        reason = JointLegality.from_observation(obs).refusal(obs, action)
+        if reason is not None:
+            return ActionOutcome(False, reason)
+        return self._change(lambda: apply_action(self.model, action))
+
+    # ----------------------------------------------------------------- the door
+    def _change(self, mutate: Callable[[], ActionOutcome], *, snapshot: bool = True) -> ActionOutcome:
+        """Run ``mutate`` on the model, then bring everything that depends on its structure along
+        (``snapshot=False`` where the caller re-takes the rollback point itself)."""
+        before = snapshot_slots(self.model)
+        outcome = mutate()
         events = diff_events(self.model, before, self.epoch)
+        structural = any(e.EVENT != "alpha_changed" for e in events)
+        if structural:
+            self.groups.sync(self.model)
+            self._rewire()
+            assert self.config.max_seed_params is None or self.effective_budget_ok(), "budget exceeded"
         for event in events:
             counter = _COUNTED.get(event.EVENT)
             if counter is not None:
                 self.counters[counter] += 1
             self._emit(event)
-        return any(e.EVENT != "alpha_changed" for e in events)
+        if structural and snapshot:
+            self._good_state = self._capture()
+        return outcome
+
+    def _rewire(self) -> None:
+        """Rebuild the module batches run through after a structural change.
+
+        Every structural change is a Dynamo recompile; resetting keeps the cache from hitting
+        ``recompile_limit`` (after which compiled code silently falls back to eager). ``wrap``
+        is the distributed hook: DDP registers gradient hooks only for the parameters present
+        when it wraps, so a grown model must be wrapped again.
+        """
+        module: nn.Module = self.model if self._wrap is None else self._wrap(self.model)
+        if self.config.compile:
+            torch._dynamo.reset()
+            if self._compiled is None or self._compiled[0] is not module:
+                compiled = torch.compile(module, backend=self.config.compile_backend)
+                assert isinstance(compiled, nn.Module)  # compiling a module gives an OptimizedModule
+                self._compiled = (module, compiled)
+            module = self._compiled[1]
+        self.forward_model = module
+
+    def _step_slots(self) -> ActionOutcome:
+        for slot in self.model.slots():
+            slot.step_epoch()
+        return ActionOutcome(True)
 
     def _rollback(self, reason: str) -> None:
-        """Restore the last good state and prune the seed(s) that were blending."""
-        assert self._good_state is not None
+        """Restore the last good state and prune the seeds that were blending (through the door)."""
         restored_epoch = self._good_state["epoch"]
         timeline = (self.epoch, self.wall_time_s)
         self._restore(copy.deepcopy(self._good_state))
         self.epoch, self.wall_time_s = timeline  # the weights go back; the run's clock does not
-        pruned = None
-        for slot in self.model.slots():
-            if slot.stage == SeedStage.BLENDING:
-                slot.prune(f"rollback: {reason}")
-                pruned = slot.slot_id
-        self.trainer.optimizers.sync(self.model)
+        pruned = [s.slot_id for s in self.model.slots() if s.stage == SeedStage.BLENDING]
+
+        def prune() -> ActionOutcome:
+            for sid in pruned:
+                self.model.slot(sid).prune(f"rollback: {reason}")
+            return ActionOutcome(True)
+
+        self._change(prune, snapshot=False)
         self.governor.rollbacks += 1
         self._emit(
-            Rollback(epoch=self.epoch, reason=reason, restored_epoch=restored_epoch, pruned_slot=pruned)
+            Rollback(
+                epoch=self.epoch,
+                reason=reason,
+                restored_epoch=restored_epoch,
+                pruned_slot=pruned[-1] if pruned else None,
+            )
         )
 
+    # ----------------------------------------------------------------- validation
+    def _validate(self) -> tuple[float | None, float]:
+        if self._evaluate is not None:
+            self.model.eval()
+            with torch.no_grad():
+                return None, float(self._evaluate(self.model))
+        assert self.val_data is not None
+        val = self.trainer.evaluate(self.forward_model, iter_batches(self.val_data, self.device))
+        return val.loss, val.accuracy
+
+    def _contributions(self, accuracy: float) -> dict[str, float]:
+        """Each BLENDING/HOLDING seed's counterfactual contribution (accuracy minus with alpha 0)."""
+        slots = counterfactual_slots(self.model)
+        if self._evaluate is None:
+            assert self.val_data is not None
+            return self.trainer.counterfactuals(iter_batches(self.val_data, self.device), slots)
+        out = {}
+        for slot in slots:
+            with slot.force_alpha(0.0), torch.no_grad():
+                out[slot.slot_id] = accuracy - float(self._evaluate(self.model))
+        return out
+
+    def evaluate(self) -> tuple[float | None, float]:
+        """Validation loss (None with a user ``evaluate``) and accuracy of the model as it is now."""
+        return self._validate()
+
     # ----------------------------------------------------------------- state
+    def effective_budget_ok(self) -> bool:
+        budget = self.config.max_seed_params
+        return budget is None or self.model.active_seed_params <= budget
+
     def remember_good_state(self) -> None:
         """Take the current state as the governor's rollback point (after editing the model
         from outside, e.g. loading pre-trained host weights)."""
@@ -253,7 +381,6 @@ class Engine:
                 "model_config": self.model.config(),
                 "model": self.model.state_dict(),
                 "trainer": self.trainer.state_dict(),
-                "controller": self.controller.state_dict(),
                 "governor": self.governor.state_dict(),
                 "history": self.history,
                 "counters": self.counters,
@@ -264,47 +391,37 @@ class Engine:
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.trainer.load_state_dict(state["trainer"])
-        self.controller.load_state_dict(state["controller"])
         self.governor.load_state_dict(state["governor"])
         self.history = [dict(h) for h in state["history"]]
         self.counters = dict(state["counters"])
         self.wall_time_s = float(state["wall_time_s"])
         self.epoch = int(state["epoch"])
-        if self.config.compile:
-            torch._dynamo.reset()
+        self._rewire()
 
-    def save(self) -> Path:
-        """Write ``checkpoint.pt`` atomically (model, optimizers, scaler, controller, RNG, config).
+    def state_dict(self) -> dict[str, Any]:
+        """The run's state at this epoch boundary (tensors and primitives; the data's own RNG
+        included). Reuses the rollback snapshot of this epoch when there is one."""
+        fresh = self._good_state["epoch"] == self.epoch
+        state = dict(self._good_state) if fresh else self._capture()
+        state["data_rng"] = data_rng_state(self.train_data)
+        return state
 
-        Reuses the governor's snapshot of this epoch when there is one (no second deep copy).
-        """
-        fresh = self._good_state is not None and self._good_state["epoch"] == self.epoch
-        payload = dict(self._good_state) if fresh and self._good_state is not None else self._capture()
-        payload["config"] = self.config.to_dict()
-        payload["rng"] = _rng_state()
-        payload["input_spec"] = InputSpec.of_task(self.task).to_dict()  # export needs no dataset
-        return save_checkpoint(self.run_dir / CHECKPOINT_NAME, payload)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (into an engine built like the one that saved it)."""
+        self._restore(copy.deepcopy({k: v for k, v in state.items() if k != "data_rng"}))
+        load_data_rng_state(self.train_data, list(state.get("data_rng", [])))
+        self._good_state = self._capture()
 
     # ----------------------------------------------------------------- reporting
-    def summary(self) -> dict[str, Any]:
-        vals = [h["val_accuracy"] for h in self.history]
-        return {
-            "task": self.task.name,
-            "controller": self.controller.name,
-            "epochs": self.epoch,
-            "seed": self.config.seed,
-            "final_val_accuracy": vals[-1] if vals else None,
-            "best_val_accuracy": max(vals) if vals else None,
-            "final_val_loss": self.history[-1]["val_loss"] if self.history else None,
-            "host_params": _host_params(self.model),
-            "seed_params": self.model.active_seed_params,
-            "total_params": _host_params(self.model) + self.model.active_seed_params,
-            **self.counters,
-            "rollbacks": self.governor.rollbacks,
-            "wall_time_s": round(self.wall_time_s, 3),
-            "device": str(self.device),
-            "amp": self.amp,
-        }
+    @property
+    def host_params(self) -> int:
+        return sum(p.numel() for p in self.model.get_host_parameters())
+
+    @property
+    def output_seed_params(self) -> int:
+        """Parameters of the seeds that shape the model's output (BLENDING, HOLDING, FOSSILIZED):
+        the final model's seeds. GERMINATED/TRAINING seeds leave the output unchanged."""
+        return sum(s.seed_params for s in self.model.slots() if s.stage in _OUTPUT_STAGES)
 
     def _emit_epoch_end(self) -> None:
         last = self.history[-1]
@@ -323,9 +440,9 @@ class Engine:
             EpochEnd(
                 epoch=self.epoch,
                 **last,
-                total_params=_host_params(self.model) + self.model.active_seed_params,
+                total_params=self.host_params + self.model.active_seed_params,
                 seed_params=self.model.active_seed_params,
-                lr=self.trainer.optimizers.param_groups_lr(),
+                lr=self.groups.lr(),
                 wall_time_s=round(self.wall_time_s, 3),
                 seeds=seeds,
             )
@@ -335,38 +452,32 @@ class Engine:
         self.telemetry.emit(event)
 
 
-_COUNTED = {
-    "seed_germinated": "seeds_germinated",
-    "seed_pruned": "seeds_pruned",
-    "seed_fossilized": "seeds_fossilized",
-}
+def _build_optimizer(
+    optimizer: Optimizer | OptimizerFactory | None, model: MorphogeneticModel, config: EngineConfig
+) -> Optimizer:
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    factory = optimizer or adamw(config.lr, config.weight_decay)
+    built = factory(host_groups(model.get_host_parameters()))
+    if not isinstance(built, Optimizer):
+        raise ConfigError(
+            f"the optimizer factory must return a torch.optim.Optimizer, got {type(built).__name__}"
+        )
+    return built
 
 
-def _host_params(model: MorphogeneticModel) -> int:
-    return sum(p.numel() for p in model.get_host_parameters())
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """A per-epoch data seed: resuming at any epoch boundary draws the same batches."""
-    return (seed * 1_000_003 + epoch * 7_919 + 17) % (2**63)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
-    state["python_version"] = random.getstate()[0]
-    state["python_gauss"] = random.getstate()[2]
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+def _check_budget(model: MorphogeneticModel, budget: int | None, blueprints: tuple[str, ...]) -> None:
+    """A budget that no blueprint fits anywhere is a mistake to report before training."""
+    if budget is None:
+        return
+    costs = {
+        (s.slot_id, b): BlueprintRegistry.get(model.topology, b).param_estimate(s.channels)
+        for s in model.slots()
+        for b in blueprints
+    }
+    if costs and min(costs.values()) > budget:
+        cheapest = min(costs, key=lambda k: costs[k])
+        raise ConfigError(
+            f"max_seed_params={budget} is smaller than every blueprint: the cheapest, "
+            f"{cheapest[1]!r} at slot {cheapest[0]!r}, needs {costs[cheapest]} parameters"
+        )

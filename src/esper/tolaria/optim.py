@@ -1,83 +1,156 @@
-"""Optimizers: one for the host, one per seed, so seeds join and leave without touching the host's."""
+"""One optimizer for host and seeds: each seed is a parameter group that joins and leaves alone.
+
+The optimizer is the user's (or AdamW with foreach by default). Its groups without an
+``esper_slot`` key are the host's; :class:`SeedGroups` adds a group per seed (with the host
+group's current hyperparameters, so a learning-rate schedule carries on for it) and removes a
+pruned seed's group *and its state*, never touching the host's groups or state. A scheduler's
+per-group lists (``base_lrs``, ``lr_lambdas``, ...) follow the groups, so it keeps stepping
+across growth.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
+from esper.errors import ConfigError
 from esper.kasmina.model import MorphogeneticModel
 
-__all__ = ["OptimizerSet"]
+__all__ = ["SLOT_KEY", "OptimizerFactory", "SchedulerFactory", "SeedGroups", "adamw"]
+
+SLOT_KEY = "esper_slot"
+"""Parameter-group key naming the slot whose seed the group trains."""
+
+OptimizerFactory = Callable[[list[dict[str, Any]]], Optimizer]
+"""Builds the optimizer from parameter groups (``[{"params": host_params}]`` at first)."""
+
+SchedulerFactory = Callable[[Optimizer], LRScheduler]
+
+# Scheduler attributes that hold one entry per parameter group.
+_PER_GROUP = ("base_lrs", "_last_lr", "lr_lambdas", "min_lrs")
 
 
-class OptimizerSet:
-    """AdamW for the host and for each slot's seed (a fossilized seed keeps training).
+def adamw(lr: float, weight_decay: float) -> OptimizerFactory:
+    """The default: AdamW with ``foreach`` (one kernel per group instead of a Python loop over
+    tensors, which dominates the step for small seeds on CPU)."""
+
+    def build(groups: list[dict[str, Any]]) -> Optimizer:
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, foreach=True)
+
+    return build
+
+
+class SeedGroups:
+    """Keeps ``optimizer``'s seed groups matched to the model's seeds.
 
     Args:
+        optimizer: holds every host parameter in its groups (checked here).
         model: the morphogenetic model.
-        lr: learning rate for host and seeds.
-        weight_decay: AdamW weight decay.
+        scheduler: an LR scheduler stepping ``optimizer`` (its per-group lists follow).
     """
 
-    def __init__(self, model: MorphogeneticModel, lr: float, weight_decay: float) -> None:
-        self.lr, self.weight_decay = lr, weight_decay
-        self.host = self._adamw(model.get_host_parameters())
-        self.seeds: dict[str, torch.optim.Optimizer] = {}
+    def __init__(
+        self, optimizer: Optimizer, model: MorphogeneticModel, scheduler: LRScheduler | None
+    ) -> None:
+        self.optimizer, self.scheduler = optimizer, scheduler
+        _check_holds_host(optimizer, model)
         self.params: list[nn.Parameter] = []
-        """Every parameter of every optimizer (for gradient clipping), refreshed by :meth:`sync`."""
+        """Every parameter of every group (for gradient clipping), refreshed by :meth:`sync`."""
         self.sync(model)
 
-    def _adamw(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-        # foreach: one fused kernel per group instead of a Python loop over tensors (the CPU
-        # default is the loop, which dominates the step for small seeds).
-        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, foreach=True)
+    def seed_groups(self) -> dict[str, dict[str, Any]]:
+        return {g[SLOT_KEY]: g for g in self.optimizer.param_groups if SLOT_KEY in g}
 
-    def sync(self, model: MorphogeneticModel) -> None:
-        """Match the seed optimizers to the slots: add new seeds, drop pruned ones.
+    def sync(self, model: MorphogeneticModel) -> bool:
+        """Add a group for each new seed and drop the groups of seeds that are gone.
 
-        An optimizer whose parameters are still the slot's parameters is kept as is.
+        A group whose parameters are still its slot's seed parameters is kept as is (with its
+        state). Returns whether anything changed.
         """
-        for slot in model.slots():
-            params = list(slot.seed_parameters())
-            current = self.seeds.get(slot.slot_id)
-            if not params:
-                self.seeds.pop(slot.slot_id, None)
-            elif current is None or _params_of(current) != [id(p) for p in params]:
-                self.seeds[slot.slot_id] = self._adamw(params)
-        self.params = [p for opt in self.all() for g in opt.param_groups for p in g["params"]]
+        changed = False
+        groups = self.seed_groups()
+        live = {s.slot_id: list(s.seed_parameters()) for s in model.slots()}
+        for sid, group in groups.items():
+            if [id(p) for p in group["params"]] != [id(p) for p in live.get(sid, [])]:
+                self._remove(group)
+                changed = True
+        groups = self.seed_groups()
+        for sid, params in live.items():
+            if params and sid not in groups:
+                self._add(sid, params)
+                changed = True
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        return changed
 
-    def all(self) -> Iterator[torch.optim.Optimizer]:
-        yield self.host
-        yield from self.seeds.values()
+    def _template(self) -> dict[str, Any]:
+        host = next(g for g in self.optimizer.param_groups if SLOT_KEY not in g)
+        return {k: v for k, v in host.items() if k != "params"}
 
-    def zero_grad(self) -> None:
-        for opt in self.all():
-            opt.zero_grad(set_to_none=True)
+    def _add(self, slot_id: str, params: list[nn.Parameter]) -> None:
+        index = len(self.optimizer.param_groups)
+        self.optimizer.add_param_group({**self._template(), "params": params, SLOT_KEY: slot_id})
+        for name in _scheduler_lists(self.scheduler):
+            values = getattr(self.scheduler, name)
+            values.insert(index, values[0])
+
+    def _remove(self, group: dict[str, Any]) -> None:
+        index = next(i for i, g in enumerate(self.optimizer.param_groups) if g is group)
+        for p in group["params"]:
+            self.optimizer.state.pop(p, None)
+        del self.optimizer.param_groups[index]
+        for name in _scheduler_lists(self.scheduler):
+            del getattr(self.scheduler, name)[index]
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "host": self.host.state_dict(),
-            "seeds": {sid: opt.state_dict() for sid, opt in self.seeds.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "seed_order": [g[SLOT_KEY] for g in self.optimizer.param_groups if SLOT_KEY in g],
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any], model: MorphogeneticModel) -> None:
-        """Rebuild seed optimizers for the model's current seeds, then load every state."""
-        self.seeds.clear()
-        self.sync(model)
-        if set(state["seeds"]) != set(self.seeds):
-            raise ValueError(
-                f"optimizer state has seeds {sorted(state['seeds'])}, model has {sorted(self.seeds)}"
-            )
-        self.host.load_state_dict(state["host"])
-        for sid, opt in self.seeds.items():
-            opt.load_state_dict(state["seeds"][sid])
+        """Rebuild the seed groups, in the saved order, for the model's seeds; then load."""
+        for group in list(self.seed_groups().values()):
+            self._remove(group)
+        live = {s.slot_id: list(s.seed_parameters()) for s in model.slots() if s.seed is not None}
+        order = [str(sid) for sid in state["seed_order"]]
+        with_params = sorted(sid for sid, p in live.items() if p)
+        if sorted(order) != with_params:
+            raise ValueError(f"optimizer state has seed groups {sorted(order)}, the model has {with_params}")
+        for sid in order:
+            self._add(sid, live[sid])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
 
-    def param_groups_lr(self) -> float:
-        return float(self.host.param_groups[0]["lr"])
+    def lr(self) -> float:
+        """The host's (first group's) current learning rate."""
+        return float(self.optimizer.param_groups[0]["lr"])
 
 
-def _params_of(opt: torch.optim.Optimizer) -> list[int]:
-    return [id(p) for group in opt.param_groups for p in group["params"]]
+def _scheduler_lists(scheduler: LRScheduler | None) -> list[str]:
+    if scheduler is None:
+        return []
+    return [n for n in _PER_GROUP if isinstance(getattr(scheduler, n, None), list)]
+
+
+def _check_holds_host(optimizer: Optimizer, model: MorphogeneticModel) -> None:
+    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    missing = [name for name, p in model.host.named_parameters() if id(p) not in held]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ConfigError(
+            f"the optimizer does not hold {len(missing)} of the model's host parameters ({shown}); "
+            f"build it over model.parameters() (or model.get_host_parameters()) of this model"
+        )
+
+
+def host_groups(params: Iterable[nn.Parameter]) -> list[dict[str, Any]]:
+    """The groups a factory gets at the start: every host parameter in one group."""
+    return [{"params": list(params)}]

@@ -1,26 +1,52 @@
-"""One host epoch of training and evaluation, with AMP, gradient clipping and counterfactuals."""
+"""One pass of training or evaluation, with AMP, gradient clipping and batched counterfactuals.
+
+A :class:`Trainer` runs batches through whatever module it is handed (the eager model, its
+compiled or DDP-wrapped form), so the engine can re-wrap the model after growth without
+rebuilding the trainer. Losses and hits are summed on the device: one host sync per pass.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.functional import cross_entropy
 
 from esper.kasmina.model import MorphogeneticModel
 from esper.kasmina.slot import SeedSlot
 from esper.leyline.stages import SeedStage
 from esper.tolaria.amp import autocast_context, make_scaler
-from esper.tolaria.optim import OptimizerSet
+from esper.tolaria.data import BatchError
+from esper.tolaria.optim import SeedGroups
 
-__all__ = ["EpochMetrics", "Trainer", "counterfactual_slots"]
+__all__ = [
+    "CorrectFn",
+    "EpochMetrics",
+    "LossFn",
+    "Trainer",
+    "accuracy_hits",
+    "counterfactual_slots",
+    "cross_entropy_loss",
+]
 
-Batch = tuple[Tensor, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
+"""``loss_fn(outputs, targets) -> scalar``."""
 CorrectFn = Callable[[Tensor, Tensor], tuple[Tensor, int]]
+"""``metric_fn(outputs, targets) -> (hits as a 0-dim tensor, count)``: accuracy = hits / count."""
+
+
+def cross_entropy_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy; ``(B, C)`` with ``(B,)``, or token-level ``(B, T, V)`` with ``(B, T)``."""
+    return cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def accuracy_hits(logits: Tensor, targets: Tensor) -> tuple[Tensor, int]:
+    """Correct argmax predictions (0-dim, on the device: no sync) and how many were made."""
+    return (logits.argmax(dim=-1) == targets).sum(), targets.numel()
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,88 +58,84 @@ class EpochMetrics:
 
 
 class Trainer:
-    """Trains and evaluates a ``MorphogeneticModel``; owns the optimizers and the grad scaler.
+    """Trains and evaluates a ``MorphogeneticModel`` with one optimizer (see :class:`SeedGroups`).
 
     Args:
-        model: the model (eager); ``forward_model`` is what runs batches (the compiled module
-            under ``--compile``).
-        loss_fn: ``loss_fn(logits, targets) -> scalar``.
-        correct_fn: ``correct_fn(logits, targets) -> (hits 0-dim tensor, count)``.
+        model: the (eager) model; counterfactuals run on it.
+        groups: the optimizer and its seed groups.
+        loss_fn: the training and validation loss.
+        metric_fn: hits and count of a batch (default :func:`accuracy_hits`).
         device: where batches live.
         amp: ``"none"``, ``"bf16"`` or ``"fp16"``.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
         grad_clip: max global grad norm (0 disables clipping).
     """
 
     def __init__(
         self,
         model: MorphogeneticModel,
+        groups: SeedGroups,
         *,
         loss_fn: LossFn,
-        correct_fn: CorrectFn,
+        metric_fn: CorrectFn,
         device: torch.device,
         amp: str,
-        lr: float,
-        weight_decay: float,
         grad_clip: float,
     ) -> None:
-        self.model = model
-        self.forward_model: nn.Module = model
-        self.loss_fn, self.correct_fn = loss_fn, correct_fn
+        self.model, self.groups = model, groups
+        self.loss_fn, self.metric_fn = loss_fn, metric_fn
         self.device, self.amp = device, amp
         self.grad_clip = grad_clip
-        self.optimizers = OptimizerSet(model, lr, weight_decay)
         self.scaler = make_scaler(amp, device)
 
-    def train_epoch(self, batches: Iterable[Batch]) -> EpochMetrics:
-        """One pass of training; losses and hits are summed on the device (one sync at the end)."""
-        self.forward_model.train()
+    def train_epoch(self, forward: nn.Module, batches: Iterable[tuple[Any, Tensor]]) -> EpochMetrics:
+        """One pass of training through ``forward``."""
+        forward.train()
         loss_sum = torch.zeros((), device=self.device)
         hits = torch.zeros((), device=self.device, dtype=torch.long)
         count = 0
         for x, y in batches:
-            loss, batch_hits = self._train_step(x, y)
-            loss_sum += loss.detach() * y.numel()
+            loss, batch_hits, n = self._train_step(forward, x, y)
+            loss_sum += loss.detach() * n
             hits += batch_hits
-            count += y.numel()
+            count += n
         return _metrics(loss_sum, hits, count)
 
-    def _train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        self.optimizers.zero_grad()
+    def _train_step(self, forward: nn.Module, x: Any, y: Tensor) -> tuple[Tensor, Tensor, int]:
+        opt = self.groups.optimizer
+        opt.zero_grad(set_to_none=True)
         with autocast_context(self.amp, self.device):
-            logits = self.forward_model(x)
-            loss = self.loss_fn(logits, y)
+            logits = _call(forward, x)
+            loss = _scalar(self.loss_fn(logits, y))
         self.scaler.scale(loss).backward()
-        opts = list(self.optimizers.all())
         if self.grad_clip > 0:
-            for opt in opts:
-                self.scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(self.optimizers.params, self.grad_clip, foreach=True)
-        for opt in opts:
-            self.scaler.step(opt)
+            self.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(self.groups.params, self.grad_clip, foreach=True)
+        self.scaler.step(opt)
         self.scaler.update()
-        hits, _ = self.correct_fn(logits.detach(), y)
-        return loss, hits
+        hits, n = self.metric_fn(logits.detach(), y)
+        return loss, hits, n
 
     @torch.no_grad()
-    def evaluate(self, batches: Iterable[Batch]) -> EpochMetrics:
+    def evaluate(self, forward: nn.Module, batches: Iterable[tuple[Any, Tensor]]) -> EpochMetrics:
         """Validation loss and accuracy of the model as it is."""
-        self.forward_model.eval()
+        forward.eval()
         loss_sum = torch.zeros((), device=self.device)
         hits = torch.zeros((), device=self.device, dtype=torch.long)
         count = 0
         for x, y in batches:
             with autocast_context(self.amp, self.device):
-                logits = self.forward_model(x)
-                loss = self.loss_fn(logits, y)
-            loss_sum += loss.float() * y.numel()
-            hits += self.correct_fn(logits, y)[0]
-            count += y.numel()
+                logits = _call(forward, x)
+                loss = _scalar(self.loss_fn(logits, y))
+            batch_hits, n = self.metric_fn(logits, y)
+            loss_sum += loss.float() * n
+            hits += batch_hits
+            count += n
         return _metrics(loss_sum, hits, count)
 
     @torch.no_grad()
-    def counterfactuals(self, batches: Iterable[Batch], slots: list[SeedSlot]) -> dict[str, float]:
+    def counterfactuals(
+        self, batches: Iterable[tuple[Any, Tensor]], slots: Sequence[SeedSlot]
+    ) -> dict[str, float]:
         """Per slot: validation accuracy as is minus with that slot's alpha forced to 0.
 
         One batched pass: each batch is repeated ``len(slots) + 1`` times and every slot gets a
@@ -128,24 +150,39 @@ class Trainer:
         hits = torch.zeros(k, device=self.device, dtype=torch.long)
         count = 0
         for x, y in batches:
+            if not isinstance(x, Tensor):
+                raise BatchError(f"counterfactuals need tensor inputs, got {type(x).__name__}")
             b = x.shape[0]
             with _forced_alphas(slots, b, k), autocast_context(self.amp, self.device):
                 logits = self.model(x.repeat(k, *([1] * (x.dim() - 1))))
-            pred = logits.argmax(dim=-1).view(k, b, *y.shape[1:])
-            hits += (pred == y.unsqueeze(0)).flatten(1).sum(dim=1)
-            count += y.numel()
+            for i, chunk in enumerate(logits.chunk(k)):
+                chunk_hits, n = self.metric_fn(chunk, y)
+                hits[i] += chunk_hits
+            count += n
         acc = (hits.double() / max(count, 1)).tolist()  # host sync, once
         return {s.slot_id: acc[0] - acc[i + 1] for i, s in enumerate(slots)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizers": self.optimizers.state_dict(), "scaler": self.scaler.state_dict()}
+        return {"optimizer": self.groups.state_dict(), "scaler": self.scaler.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizers.load_state_dict(state["optimizers"], self.model)
+        self.groups.load_state_dict(state["optimizer"], self.model)
         self.scaler.load_state_dict(state["scaler"])
 
 
-def _forced_alphas(slots: list[SeedSlot], b: int, k: int) -> ExitStack:
+def _call(forward: nn.Module, x: Any) -> Tensor:
+    """Positional arguments from a tuple input, else the input itself."""
+    return forward(*x) if isinstance(x, tuple) else forward(x)
+
+
+def _scalar(loss: Tensor) -> Tensor:
+    if not isinstance(loss, Tensor) or loss.dim() != 0:
+        shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+        raise BatchError(f"the loss must be a scalar tensor (0-dim); loss_fn returned {shape}")
+    return loss
+
+
+def _forced_alphas(slots: Sequence[SeedSlot], b: int, k: int) -> ExitStack:
     """Force per-sample alphas on every slot for a ``k``-way replicated batch of ``b``."""
     stack = ExitStack()
     for i, slot in enumerate(slots):

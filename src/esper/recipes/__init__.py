@@ -1,0 +1,1 @@
+"""Whole runs (train, ppo, eval): compose data, model, engine, controller and sinks; own the run folder."""

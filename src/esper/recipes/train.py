@@ -1,0 +1,183 @@
+"""A whole training run in one call: run directory, sinks, engine, controller, summary and report.
+
+The loop is the engine's three calls; the recipe adds what a run leaves on disk:
+``config.json``, ``events.jsonl``, ``metrics.csv``, ``checkpoint.pt`` (every
+``checkpoint_every`` epochs, atomically), ``summary.json`` and ``report.png``.
+
+The end of a run is decided explicitly: the summary's metrics are those of the final model
+(validated after the last decision), whose seeds are the ones that shape its output
+(BLENDING, HOLDING at their alpha, FOSSILIZED) — exactly what ``esper export`` writes and
+``load_grown`` computes; a seed still GERMINATED or TRAINING leaves the output unchanged and
+is not counted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from esper.data import Task, get_task
+from esper.errors import CheckpointError, ConfigError
+from esper.karn.report import write_report
+from esper.leyline.events import RunFinished, RunStarted
+from esper.leyline.observation import Policy
+from esper.nissa.io import atomic_write_text
+from esper.nissa.telemetry import Sink, Telemetry
+from esper.recipes.sinks import run_sinks
+from esper.tolaria.build import engine_for_task
+from esper.tolaria.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from esper.tolaria.config import RunConfig
+from esper.tolaria.engine import Engine
+from esper.tolaria.export import InputSpec
+
+__all__ = ["config_from_checkpoint", "default_run_dir", "run_engine", "run_training", "summarize"]
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    """``runs/<timestamp>-<task>-<controller>``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{config.task}-{config.controller}"
+
+
+def config_from_checkpoint(run_dir: str | Path, **overrides: Any) -> RunConfig:
+    """The run config saved in ``run_dir``'s checkpoint, with ``overrides`` applied."""
+    data = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
+    try:
+        saved = dict(data["config"])
+    except KeyError as exc:
+        raise CheckpointError(f"checkpoint in {str(run_dir)!r} holds no run config") from exc
+    return RunConfig.from_mapping({**saved, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def run_training(
+    config: RunConfig,
+    controller: Policy,
+    *,
+    resume: bool = False,
+    extra_sinks: list[Sink] | None = None,
+) -> dict[str, Any]:
+    """Train one run and return its summary; everything it leaves is in ``config.out``.
+
+    A fresh run refuses a directory that already holds a checkpoint (use ``resume``).
+    """
+    run_dir = Path(config.out) if config.out else default_run_dir(config)
+    if resume and not (run_dir / CHECKPOINT_NAME).is_file():
+        raise CheckpointError(f"cannot resume: no {CHECKPOINT_NAME} in {str(run_dir)!r}")
+    if not resume and (run_dir / CHECKPOINT_NAME).exists():
+        raise ConfigError(
+            f"{str(run_dir)!r} already holds a run; pass --resume {run_dir} to continue it "
+            f"or choose another --out"
+        )
+    config = config.replace(out=str(run_dir))
+    task = get_task(
+        config.task, data_dir=config.data_dir, text_file=config.text_file, batch_size=config.batch_size
+    )
+    saved = load_checkpoint(run_dir / CHECKPOINT_NAME) if resume else None
+    epochs = config.epochs or task.default_epochs
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sinks = run_sinks(
+        run_dir, resume=resume, quiet=config.quiet, tensorboard=config.tensorboard, total_epochs=epochs
+    )
+    with Telemetry([*sinks, *(extra_sinks or [])]) as telemetry:
+        engine = engine_for_task(config, task, telemetry)
+        resolved = resolve_config(config, engine, task)
+        atomic_write_text(run_dir / "config.json", json.dumps(resolved.to_dict(), indent=2) + "\n")
+        if saved is not None:
+            restore(engine, controller, saved, run_dir)
+        summary = run_engine(engine, controller, resolved, task, run_dir)
+    summary["run_dir"] = str(run_dir)
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_report(run_dir)
+    return summary
+
+
+def resolve_config(config: RunConfig, engine: Engine, task: Task) -> RunConfig:
+    """The config with every default filled in (what config.json records)."""
+    return config.replace(
+        epochs=engine.config.epochs,
+        lr=engine.config.lr,
+        batch_size=task.batch_size,
+        device=str(engine.device),
+        amp=engine.config.amp,
+        blueprints=list(engine.blueprints),
+    )
+
+
+def restore(engine: Engine, controller: Policy, saved: dict[str, Any], run_dir: Path) -> None:
+    """Continue from a checkpoint: engine, controller, then the global RNG."""
+    try:
+        engine.load_state_dict(saved)
+        controller.load_state_dict(saved["controller"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint in {str(run_dir)!r} does not fit this run: {exc}") from exc
+    set_rng_state(saved["rng"])
+
+
+def run_engine(
+    engine: Engine, controller: Policy, config: RunConfig, task: Task, run_dir: Path
+) -> dict[str, Any]:
+    """The loop: the engine's three calls per epoch, checkpoints, then the summary."""
+    engine.telemetry.emit(
+        RunStarted(
+            epoch=engine.epoch,
+            config=config.to_dict(),
+            task=task.name,
+            controller=controller.name,
+            seed=config.seed,
+            device=str(engine.device),
+            host_params=engine.host_params,
+        )
+    )
+    epochs, every = engine.config.epochs, config.checkpoint_every
+    spec = InputSpec.of_task(task).to_dict()  # export needs no dataset
+    while engine.epoch < epochs:
+        engine.train_epoch()
+        engine.ask(controller)
+        if engine.epoch % every == 0 or engine.epoch == epochs:
+            save(engine, controller, config, spec, run_dir / CHECKPOINT_NAME)
+    summary = summarize(engine, task.name, controller.name, config.seed)
+    engine.telemetry.emit(RunFinished(epoch=engine.epoch, summary=summary))
+    return summary
+
+
+def save(engine: Engine, controller: Policy, config: RunConfig, spec: dict[str, Any], path: Path) -> Path:
+    """Write everything a resume needs, atomically."""
+    payload = {
+        **engine.state_dict(),
+        "controller": controller.state_dict(),
+        "config": config.to_dict(),
+        "rng": rng_state(),
+        "input_spec": spec,
+    }
+    return save_checkpoint(path, payload)
+
+
+def summarize(engine: Engine, task: str, controller: str, seed: int) -> dict[str, Any]:
+    """The run's summary; the final metrics are the final model's (see the module docstring)."""
+    vals = [h["val_accuracy"] for h in engine.history]
+    final_loss, final_acc = engine.evaluate() if engine.history else (None, None)
+    return {
+        "task": task,
+        "controller": controller,
+        "epochs": engine.epoch,
+        "seed": seed,
+        "final_val_accuracy": final_acc,
+        "best_val_accuracy": max(vals) if vals else None,
+        "final_val_loss": final_loss,
+        "host_params": engine.host_params,
+        "seed_params": engine.output_seed_params,
+        "total_params": engine.host_params + engine.output_seed_params,
+        **engine.counters,
+        "rollbacks": engine.governor.rollbacks,
+        "wall_time_s": round(engine.wall_time_s, 3),
+        "device": str(engine.device),
+        "amp": engine.config.amp,
+    }
