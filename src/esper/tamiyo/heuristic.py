@@ -17,6 +17,7 @@ from typing import Any
 
 from esper.leyline.actions import WAIT, Action, LifecycleOp
 from esper.leyline.alpha import AlphaAlgorithm, AlphaCurve
+from esper.leyline.legality import JointLegality
 from esper.leyline.observation import Observation, SlotObservation
 from esper.leyline.stages import SeedStage
 
@@ -134,11 +135,10 @@ class HeuristicPolicy:
     def _pick_blueprint(self, obs: Observation, slot_id: str) -> str | None:
         """The next blueprint in the rotation, pushed back by prune penalties, within budget."""
         rotation = self.config.blueprints or DEFAULT_ROTATION[obs.topology]
-        allowed = [b for b in rotation if b in obs.blueprints]
-        costs = obs.blueprint_params.get(slot_id, {})
-        if obs.max_seed_params is not None:
-            room = obs.max_seed_params - obs.seed_params
-            allowed = [b for b in allowed if costs.get(b, 0) <= room]
+        legal = JointLegality.from_observation(obs)  # the door's table: budget and all
+        row = legal.blueprint[[s.slot_id for s in obs.slots].index(slot_id)]
+        fits = {b for b, ok in zip(obs.blueprints, row, strict=True) if ok}
+        allowed = [b for b in rotation if b in fits]
         if not allowed:
             return None
         start = self.germinated % len(allowed)

@@ -6,8 +6,8 @@ import random
 from typing import Any
 
 from esper.leyline.actions import ALPHA_TARGETS, BLEND_STYLES, TEMPO_EPOCHS, WAIT, Action, LifecycleOp
+from esper.leyline.legality import JointLegality
 from esper.leyline.observation import Observation
-from esper.leyline.stages import SeedStage
 
 __all__ = ["RandomPolicy", "StaticPolicy"]
 
@@ -28,7 +28,11 @@ class StaticPolicy:
 
 
 class RandomPolicy:
-    """Picks uniformly among the actions that make sense for the current slots (seeded)."""
+    """Picks uniformly among the legal actions of the current state (seeded).
+
+    Legality is read off :class:`~esper.leyline.legality.JointLegality`, the table the engine's
+    door enforces, so every action it picks is applied (the seed budget included).
+    """
 
     name = "random"
 
@@ -39,33 +43,34 @@ class RandomPolicy:
         return self.rng.choice(self._candidates(observation))
 
     def _candidates(self, obs: Observation) -> list[Action]:
+        legal = JointLegality.from_observation(obs)
         out: list[Action] = [WAIT]
-        for s in obs.slots:
-            if s.stage == SeedStage.DORMANT:
+        for i, s in enumerate(obs.slots):
+            if legal.op_slot[LifecycleOp.GERMINATE, i]:
+                fitting = [b for b, ok in zip(obs.blueprints, legal.blueprint[i], strict=True) if ok]
                 curve, algorithm = self.rng.choice(BLEND_STYLES)
                 out.append(
                     Action(
                         LifecycleOp.GERMINATE,
                         slot=s.slot_id,
-                        blueprint=self.rng.choice(obs.blueprints),
+                        blueprint=self.rng.choice(fitting),
                         alpha_algorithm=algorithm,
                         alpha_curve=curve,
                         tempo_epochs=self.rng.choice(TEMPO_EPOCHS),
                     )
                 )
-            elif s.stage in (SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING):
-                out.append(Action(LifecycleOp.ADVANCE, slot=s.slot_id))
-                out.append(Action(LifecycleOp.PRUNE, slot=s.slot_id))
-                if s.stage == SeedStage.HOLDING:
-                    out.append(Action(LifecycleOp.FOSSILIZE, slot=s.slot_id))
-                    out.append(
-                        Action(
-                            LifecycleOp.SET_ALPHA_TARGET,
-                            slot=s.slot_id,
-                            alpha_target=self.rng.choice(ALPHA_TARGETS),
-                            tempo_epochs=self.rng.choice(TEMPO_EPOCHS),
-                        )
+            for op in (LifecycleOp.ADVANCE, LifecycleOp.PRUNE, LifecycleOp.FOSSILIZE):
+                if legal.op_slot[op, i]:
+                    out.append(Action(op, slot=s.slot_id))
+            if legal.op_slot[LifecycleOp.SET_ALPHA_TARGET, i]:
+                out.append(
+                    Action(
+                        LifecycleOp.SET_ALPHA_TARGET,
+                        slot=s.slot_id,
+                        alpha_target=self.rng.choice(ALPHA_TARGETS),
+                        tempo_epochs=self.rng.choice(TEMPO_EPOCHS),
                     )
+                )
         return out
 
     def state_dict(self) -> dict[str, Any]:
