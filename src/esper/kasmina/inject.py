@@ -208,8 +208,8 @@ def _select(model: nn.Module, target_modules: str | Sequence[str]) -> list[str]:
         )
     if missing:
         raise InjectionError(
-            "; ".join(_no_match(e, root, names, type(model).__name__) for e, root in missing)
-            + f". Modules of {type(model).__name__}: {_candidates(names)}"
+            " ".join(_no_match(e, root, names, type(model).__name__) for e, root in missing)
+            + f" Modules of {type(model).__name__}: {_candidates(names)}"
         )
     _check_slot_ids(chosen)
     return chosen
@@ -217,7 +217,7 @@ def _select(model: nn.Module, target_modules: str | Sequence[str]) -> list[str]:
 
 def _no_match(entry: str, matches_root: bool, names: list[str], host: str) -> str:
     if matches_root:
-        return f"target {entry!r} matches only the root module, which is never a target (pick submodules)"
+        return f"target {entry!r} matches only the root module, which is never a target: pick submodules."
     return f"target {entry!r} matches no module of {host}." + did_you_mean(entry, names)
 
 
@@ -332,7 +332,8 @@ def _targets_from_types(model: nn.Module, names: list[str]) -> tuple[list[_Targe
 def _targets_from_outputs(
     seen: dict[str, _Seen], names: list[str], model: nn.Module
 ) -> tuple[list[_Target], list[str]]:
-    usable = [n for n, s in seen.items() if s.calls == 1 and isinstance(s.features, tuple)]
+    fits = {n for n, s in seen.items() if s.calls == 1 and isinstance(s.features, tuple)}
+    usable = [n for n, _ in model.named_modules() if n in fits]
     targets, errors = [], []
     order = {n: i for i, n in enumerate(seen)}
     for name in sorted(names, key=lambda n: order.get(n, len(order))):
@@ -348,8 +349,19 @@ def _targets_from_outputs(
             channels = shape[1] if len(shape) == 4 else shape[-1]
             targets.append(_Target(name, name.replace(".", "_"), len(shape), channels))
             continue
-        near = [n for n in usable if n.startswith(name + ".")] or usable
         errors.append(
-            f"target {name!r} of {type(model).__name__} {problem}. Modules that fit: {_candidates(near)}"
+            f"target {name!r} of {type(model).__name__} {problem}. Modules whose output fits: "
+            f"{_candidates(_nearest(name, usable))}"
         )
     return targets, errors
+
+
+def _nearest(name: str, usable: list[str]) -> list[str]:
+    """The usable modules inside ``name``, else inside its parent, and so on up to the root."""
+    prefix = name
+    while prefix:
+        inside = [n for n in usable if n.startswith(prefix + ".")]
+        if inside:
+            return inside
+        prefix = prefix.rpartition(".")[0]
+    return usable
