@@ -674,6 +674,9 @@ def test_example_input_leaves_no_trace_and_a_failing_one_is_reported():
     for k, v in before_resnet["tensors"].items():  # BatchNorm statistics untouched
         assert torch.equal(resnet.state_dict()[k], v), k
     assert all(m.training for m in resnet.modules()) and torch.equal(torch.get_rng_state(), before["rng"])
+    with pytest.raises(InjectionError, match=r"example_input did not run through GPT: .*Pass a tensor"):
+        inject_slots(model, ["h.0"], example_input=bad)
+    _assert_state(model, before)
 
     class Noisy(nn.Module):  # draws random numbers in any mode
         def forward(self, x: Tensor) -> Tensor:
@@ -684,9 +687,6 @@ def test_example_input_leaves_no_trace_and_a_failing_one_is_reported():
     rng = torch.get_rng_state()
     assert inject_slots(noisy, ["0", "1"], example_input=x).slot("1").channels == 4
     assert torch.equal(torch.get_rng_state(), rng)
-    with pytest.raises(InjectionError, match=r"example_input did not run through GPT: .*Pass a tensor"):
-        inject_slots(model, ["h.0"], example_input=bad)
-    _assert_state(model, before)
 
 
 def test_clashing_slot_ids_and_second_injection_are_refused():
