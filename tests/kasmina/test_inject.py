@@ -407,6 +407,19 @@ def test_mlp_blend_is_the_lerp_at_the_slot_and_prune_restores_the_host():
 
 
 @pytest.mark.parametrize("case", list(CASES))
+def test_prune_restores_the_host_function(case):
+    bare, model, x = _build(case)
+    bare.eval()
+    model.eval()
+    for slot in model.slots():
+        _grow(slot, SeedStage.HOLDING, tempo=1)
+    assert not torch.equal(model(x), bare(x))
+    for slot in model.slots():
+        assert model.prune_seed(slot=slot.slot_id, reason="test")
+    assert torch.equal(model(x), bare(x)) and model.active_seed_params == 0
+
+
+@pytest.mark.parametrize("case", list(CASES))
 def test_training_stage_is_straight_through(case):
     bare, model, x = _build(case)
     slot = model.slots()[0]
