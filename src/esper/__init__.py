@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from esper.kasmina.host import CNNHost, MorphogeneticModel, TransformerHost
+from esper.kasmina.inject import inject_slots
 from esper.kasmina.slot import QualityGates, SeedSlot
 from esper.tolaria.checkpoint import load_grown
 
@@ -16,6 +17,7 @@ __all__ = [
     "QualityGates",
     "SeedSlot",
     "TransformerHost",
+    "inject_slots",
     "load_grown",
 ]
 

@@ -19,6 +19,14 @@ class UnknownBlueprintError(EsperError, ValueError):
     """A blueprint name that is not registered for the topology."""
 
 
+class IncompatibleBlueprintError(EsperError, ValueError):
+    """A registered blueprint that a slot's features cannot hold (attention on 2-D features)."""
+
+
+class InjectionError(EsperError, ValueError):
+    """``inject_slots`` cannot use the given targets: no match, the root, or an unusable output."""
+
+
 class ShapeError(EsperError, ValueError):
     """A tensor whose shape does not match what the model expects."""
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from tolaria_kit import fast_config, grow, run_to_disk
 
-from esper import CNNHost, MorphogeneticModel, QualityGates, TransformerHost
+from esper import CNNHost, MorphogeneticModel, QualityGates, TransformerHost, inject_slots
 from esper.errors import CheckpointError
 from esper.leyline.stages import SeedStage
 from esper.tolaria.checkpoint import load_grown
@@ -67,6 +67,25 @@ def test_exported_cnn_program_matches_the_baked_model_for_any_batch(tmp_path: Pa
         {"slot": "r0c0", "blueprint": "conv_light", "params": model.slot("r0c0").seed_params}
     ]
     assert meta["params"] == sum(p.numel() for p in baked.parameters())
+
+
+def test_an_injected_model_exports_with_its_fossilized_seed(tmp_path: Path) -> None:
+    user_model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 10),
+    )
+    gates = QualityGates(min_training_epochs=0, min_holding_epochs=0)
+    model = inject_slots(user_model, ["0"], gates=gates)  # forward(*args, **kwargs)
+    grow(model, "0", "conv_light", SeedStage.FOSSILIZED, torch.randn(2, 1, 8, 8))
+    _noisy_seeds(model)
+    program = torch.export.load(export_model(model, CNN_SPEC, tmp_path / "model.pt2")).module()
+    for batch in (1, 5):
+        x = torch.randn(batch, 1, 8, 8)
+        with torch.no_grad():
+            torch.testing.assert_close(program(x), model.eval()(x), rtol=1e-5, atol=1e-6)
 
 
 def test_exported_transformer_program_takes_token_batches(tmp_path: Path) -> None:

@@ -157,6 +157,13 @@ class MorphogeneticModel(nn.Module):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> MorphogeneticModel:
         """Build an empty model from :meth:`config`; load a ``state_dict`` to restore seeds."""
+        if config.get("injected"):  # see esper.kasmina.inject: the host is the user's own code
+            raise CheckpointError(
+                f"this model was made by esper.inject_slots around {config.get('host_class')!r} and "
+                "cannot be rebuilt from its config alone: build that model afresh, call "
+                f"esper.inject_slots(model, {config.get('target_modules')!r}, example_input=...) and "
+                "load_state_dict into the result"
+            )
         try:
             host = build_host(config["host_class"], dict(config["host"]))
             return cls(host, slots=config["slots"], gates=QualityGates(**config["gates"]))

@@ -126,6 +126,10 @@ class SeedSlot(nn.Module):
         """Parameters of the seed and its gate (0 when empty)."""
         return sum(p.numel() for p in self.seed_parameters())
 
+    def blueprint_names(self) -> list[str]:
+        """Blueprints this slot can hold: the names :meth:`germinate` accepts."""
+        return BlueprintRegistry.names(self.topology)
+
     def seed_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the seed and, for GATE, its gate network."""
         for module in (self.seed, self.gate):

@@ -107,9 +107,14 @@ def export_model(model: MorphogeneticModel, spec: InputSpec, out_path: str | Pat
     """
     out = Path(out_path)
     baked = bake_fossilized(model).cpu()
-    batch = torch.export.Dim("batch", min=1, max=65536)
+    example = spec.example()
+    # Keyed by the tensor, not by forward's signature: an injected model's forward is (*args, **kwargs).
+    dynamic = torch.export.ShapesCollection()
+    dynamic[example] = {0: torch.export.Dim("batch", min=1, max=65536)}
     with torch.no_grad():
-        program = torch.export.export(baked, (spec.example(),), dynamic_shapes=({0: batch},))
+        program = torch.export.export(
+            baked, (example,), dynamic_shapes=dynamic.dynamic_shapes(baked, (example,))
+        )
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,8 @@ class BlueprintSpec:
         param_estimate: ``param_estimate(dim) -> int``, the parameter count at width ``dim``
             (exact for default keyword arguments; the registry tests check it).
         description: one line for humans.
+        needs_sequence: the seed mixes positions along ``T`` of ``(B, T, C)`` (attention), so
+            it means nothing on 2-D ``(B, C)`` features, which slots see as a sequence of one.
     """
 
     name: str
@@ -37,6 +39,7 @@ class BlueprintSpec:
     factory: Factory
     param_estimate: Callable[[int], int]
     description: str
+    needs_sequence: bool = False
 
     def create(self, dim: int, **kwargs: Any) -> nn.Module:
         """Build the seed for features of width ``dim``."""
@@ -58,6 +61,7 @@ class BlueprintRegistry:
         *,
         param_estimate: Callable[[int], int],
         description: str = "",
+        needs_sequence: bool = False,
     ) -> Callable[[F], F]:
         """Decorator that registers ``factory(dim, **kw)``; a duplicate name is an error."""
         if topology not in TOPOLOGIES:
@@ -67,7 +71,9 @@ class BlueprintRegistry:
             key = (topology, name)
             if key in cls._specs:
                 raise ValueError(f"blueprint {name!r} is already registered for {topology!r}")
-            cls._specs[key] = BlueprintSpec(name, topology, factory, param_estimate, description)
+            cls._specs[key] = BlueprintSpec(
+                name, topology, factory, param_estimate, description, needs_sequence
+            )
             return factory
 
         return decorator

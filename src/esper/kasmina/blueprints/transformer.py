@@ -97,6 +97,7 @@ def lora_large(dim: int, rank: int = 32) -> nn.Module:
     "transformer",
     param_estimate=lambda c: 2 * c + (3 * c * c + 3 * c) + (c * c + c),
     description="causal self-attention block (pre-LN)",
+    needs_sequence=True,
 )
 def attention(dim: int, n_head: int | None = None) -> nn.Module:
     return CausalSelfAttention(dim, n_head or _n_head(dim))
