@@ -146,7 +146,12 @@ _GATED = frozenset({LifecycleOp.ADVANCE, LifecycleOp.FOSSILIZE})
 
 
 def _fits(obs: Observation, slot_id: str, blueprint: str) -> bool:
+    """The blueprint can go into the slot and fits the budget (an observation that lists a
+    slot's blueprint costs lists exactly the blueprints that slot takes)."""
+    costs = obs.blueprint_params.get(slot_id)
+    if costs is not None and blueprint not in costs:
+        return False
     if obs.max_seed_params is None:
         return True
-    cost = obs.blueprint_params.get(slot_id, {}).get(blueprint, 0)
+    cost = (costs or {}).get(blueprint, 0)
     return obs.seed_params + cost <= obs.max_seed_params

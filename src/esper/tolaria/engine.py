@@ -160,7 +160,7 @@ class Engine:
         self.model = model.to(self.device)
         self.train_data, self.val_data, self._evaluate = train_data, val_data, evaluate
         self.telemetry = telemetry or Telemetry()
-        self.blueprints = tuple(config.blueprints or BlueprintRegistry.names(model.topology))
+        self.blueprints = tuple(config.blueprints or _all_blueprints(model))
         _check_budget(model, config.max_seed_params, self.blueprints)
         opt = _build_optimizer(optimizer, model, config)
         sched = (
@@ -466,14 +466,23 @@ def _build_optimizer(
     return built
 
 
+def _all_blueprints(model: MorphogeneticModel) -> list[str]:
+    """Every blueprint some slot of the model takes, in registry order."""
+    names: list[str] = []
+    for slot in model.slots():
+        names += [b for b in slot.blueprint_names() if b not in names]
+    return names
+
+
 def _check_budget(model: MorphogeneticModel, budget: int | None, blueprints: tuple[str, ...]) -> None:
     """A budget that no blueprint fits anywhere is a mistake to report before training."""
     if budget is None:
         return
     costs = {
-        (s.slot_id, b): BlueprintRegistry.get(model.topology, b).param_estimate(s.channels)
+        (s.slot_id, b): BlueprintRegistry.get(s.topology, b).param_estimate(s.channels)
         for s in model.slots()
         for b in blueprints
+        if b in s.blueprint_names()
     }
     if costs and min(costs.values()) > budget:
         cheapest = min(costs, key=lambda k: costs[k])

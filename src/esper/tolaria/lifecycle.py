@@ -153,7 +153,9 @@ def observe(
     slots = tuple(_slot_observation(s) for s in model.slots())
     per_slot = {
         s.slot_id: {
-            b: BlueprintRegistry.get(model.topology, b).param_estimate(s.channels) for b in blueprints
+            b: BlueprintRegistry.get(s.topology, b).param_estimate(s.channels)
+            for b in blueprints
+            if b in s.blueprint_names()  # e.g. a 2-D slot takes no sequence blueprint
         }
         for s in model.slots()
     }
