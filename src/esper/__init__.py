@@ -6,6 +6,7 @@ import os
 # neighbour is busy; passive waiting removes the stall. A value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from esper.integrations.loop import Grower
 from esper.kasmina.host import CNNHost, MorphogeneticModel, TransformerHost
 from esper.kasmina.inject import inject_slots
 from esper.kasmina.slot import QualityGates, SeedSlot
@@ -13,6 +14,7 @@ from esper.tolaria.checkpoint import load_grown
 
 __all__ = [
     "CNNHost",
+    "Grower",
     "MorphogeneticModel",
     "QualityGates",
     "SeedSlot",

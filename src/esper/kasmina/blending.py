@@ -35,11 +35,17 @@ class GatedBlend(nn.Module):
             )
         self.topology = topology
         self.total_steps = total_steps
-        hidden = max(channels // 4, 4)
+        hidden = _hidden(channels)
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, 1)
         nn.init.zeros_(self.fc2.weight)
         nn.init.zeros_(self.fc2.bias)
+
+    @staticmethod
+    def param_count(channels: int) -> int:
+        """Parameters of a gate for ``channels`` features (what GATE adds to a seed's cost)."""
+        hidden = _hidden(channels)
+        return channels * hidden + hidden + hidden + 1
 
     def get_alpha_for_blend(self, x: Tensor) -> Tensor:
         """Per-sample gate: ``(B, 1, 1, 1)`` for cnn features, ``(B, 1, 1)`` for transformer."""
@@ -76,3 +82,7 @@ class BlendCatalog:
                 f"unknown blend algorithm {name!r}; known: {cls.list_algorithms()}"
             ) from None
         return factory(**kwargs)
+
+
+def _hidden(channels: int) -> int:
+    return max(channels // 4, 4)

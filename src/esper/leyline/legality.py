@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from esper.leyline.actions import ALPHA_TARGETS, BLEND_STYLES, TEMPO_EPOCHS, Action, LifecycleOp
+from esper.leyline.alpha import AlphaAlgorithm
 from esper.leyline.observation import Observation
 from esper.leyline.stages import SeedStage
 
@@ -85,11 +86,16 @@ class JointLegality:
                 return f"blueprint {action.blueprint!r} is not one of {list(obs.blueprints)}"
             if stage != SeedStage.DORMANT.name:
                 return f"slot {action.slot!r} is {stage}: GERMINATE needs a DORMANT slot"
-            if not self.blueprint[i, obs.blueprints.index(action.blueprint)]:
-                cost = obs.blueprint_params.get(action.slot, {}).get(action.blueprint, 0)
+            cost = obs.blueprint_params.get(action.slot, {}).get(action.blueprint, 0)
+            if action.alpha_algorithm == AlphaAlgorithm.GATE:
+                cost += obs.gate_params.get(action.slot, 0)
+            fits = obs.max_seed_params is None or obs.seed_params + cost <= obs.max_seed_params
+            if not self.blueprint[i, obs.blueprints.index(action.blueprint)] or not fits:
+                if action.blueprint not in obs.blueprint_params.get(action.slot, {action.blueprint: 0}):
+                    return f"slot {action.slot!r} does not take blueprint {action.blueprint!r}"
                 return (
-                    f"blueprint {action.blueprint!r} adds {cost} parameters to {obs.seed_params}, "
-                    f"over the seed budget max_seed_params={obs.max_seed_params}"
+                    f"blueprint {action.blueprint!r} ({action.alpha_algorithm.name}) adds {cost} parameters "
+                    f"to {obs.seed_params}, over the seed budget max_seed_params={obs.max_seed_params}"
                 )
             return None
         if not self.op_slot[action.op, i]:

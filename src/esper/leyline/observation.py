@@ -71,6 +71,8 @@ class Observation:
     blueprints: tuple[str, ...]
     blueprint_params: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per slot id: blueprint name -> parameter count it would add there."""
+    gate_params: dict[str, int] = field(default_factory=dict)
+    """Per slot id: parameters the GATE blend's gate network adds on top of the blueprint's."""
 
     def slot(self, slot_id: str) -> SlotObservation:
         for s in self.slots:

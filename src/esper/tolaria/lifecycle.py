@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from esper.errors import EsperError
+from esper.kasmina.blending import GatedBlend
 from esper.kasmina.blueprints import BlueprintRegistry
 from esper.kasmina.model import MorphogeneticModel
 from esper.kasmina.slot import SeedSlot
@@ -175,6 +176,7 @@ def observe(
         slots=slots,
         blueprints=blueprints,
         blueprint_params=per_slot,
+        gate_params={s.slot_id: GatedBlend.param_count(s.channels) for s in model.slots()},
     )
 
 

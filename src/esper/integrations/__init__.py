@@ -1,0 +1,1 @@
+"""Adapters to other training loops: your own (``Grower``) and Lightning (``.lightning``)."""
