@@ -266,9 +266,9 @@ def export(run_dir: str, out: str | None) -> None:
 
     path = export_grown(run_dir, out)
     meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    seeds = ", ".join(f"{s['slot']}:{s['blueprint']}" for s in meta["fossilized_seeds"]) or "none"
+    seeds = ", ".join(f"{s['slot']}:{s['blueprint']} ({s['stage']})" for s in meta["seeds"]) or "none"
     click.echo(
-        f"exported {path} ({meta['params']} parameters; fossilized seeds: {seeds})\n"
+        f"exported {path} ({meta['params']} parameters; seeds: {seeds})\n"
         f"  input {meta['input_dtype']} {meta['input_shape']} -> logits {meta['output_shape']}\n"
         f"  metadata {path.with_suffix('.json')}"
     )

@@ -36,7 +36,7 @@ from esper.leyline.actions import Action, LifecycleOp
 from esper.leyline.events import EpochEnd, Event, Rollback, SeedSnapshot
 from esper.leyline.legality import JointLegality
 from esper.leyline.observation import Observation, Policy
-from esper.leyline.stages import SeedStage
+from esper.leyline.stages import OUTPUT_STAGES, SeedStage
 from esper.nissa.telemetry import Telemetry
 from esper.tolaria.data import data_rng_state, iter_batches, load_data_rng_state, set_data_epoch
 from esper.tolaria.governor import Governor
@@ -62,7 +62,6 @@ _COUNTED = {
     "seed_pruned": "seeds_pruned",
     "seed_fossilized": "seeds_fossilized",
 }
-_OUTPUT_STAGES = (SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED)
 
 
 @dataclass(frozen=True)
@@ -421,7 +420,7 @@ class Engine:
     def output_seed_params(self) -> int:
         """Parameters of the seeds that shape the model's output (BLENDING, HOLDING, FOSSILIZED):
         the final model's seeds. GERMINATED/TRAINING seeds leave the output unchanged."""
-        return sum(s.seed_params for s in self.model.slots() if s.stage in _OUTPUT_STAGES)
+        return sum(s.seed_params for s in self.model.slots() if s.stage in OUTPUT_STAGES)
 
     def _emit_epoch_end(self) -> None:
         last = self.history[-1]

@@ -1,7 +1,8 @@
 """Export a grown model as a plain PyTorch artefact that loads and predicts without Esper.
 
-The artefact is a ``torch.export`` program (``model.pt2``) of the model with its FOSSILIZED
-seeds baked in and every other seed removed, with a dynamic batch dimension, plus a small
+The artefact is a ``torch.export`` program (``model.pt2``) of the final model — its FOSSILIZED
+seeds, and BLENDING/HOLDING seeds at their alpha, baked in (:func:`bake_final`) — with a
+dynamic batch dimension, plus a small
 ``model.json`` beside it recording the input shape and dtype and the class count. Loading it
 needs only torch::
 
@@ -24,7 +25,7 @@ from torch import Tensor
 from esper.data import Task, get_task
 from esper.errors import CheckpointError
 from esper.kasmina.model import MorphogeneticModel
-from esper.leyline.stages import SeedStage
+from esper.leyline.stages import OUTPUT_STAGES
 from esper.nissa.io import atomic_write_bytes, atomic_write_text
 from esper.tolaria.checkpoint import load_checkpoint, load_grown, resolve_checkpoint_path
 
@@ -32,7 +33,7 @@ __all__ = [
     "EXPORT_FORMAT",
     "EXPORT_NAME",
     "InputSpec",
-    "bake_fossilized",
+    "bake_final",
     "export_grown",
     "export_model",
     "input_spec_of",
@@ -88,25 +89,28 @@ class InputSpec:
         )
 
 
-def bake_fossilized(model: MorphogeneticModel) -> MorphogeneticModel:
-    """A copy of ``model`` in eval mode keeping only its FOSSILIZED seeds (the rest pruned).
+def bake_final(model: MorphogeneticModel) -> MorphogeneticModel:
+    """A copy of ``model`` in eval mode with the seeds that shape its output: FOSSILIZED ones,
+    and BLENDING/HOLDING ones at their current alpha. The others (GERMINATED, TRAINING) leave
+    the output unchanged and are removed, so the copy computes exactly what ``model`` does.
 
-    The original is not touched. The copy computes what the exported program computes.
+    The original is not touched. The copy computes what the exported program computes, and
+    what a run's ``final_val_accuracy`` measured.
     """
     baked = copy.deepcopy(model)
     for slot in baked.slots():
-        if slot.seed is not None and slot.stage != SeedStage.FOSSILIZED:
-            slot.prune("export: only fossilized seeds are part of the final model")
+        if slot.seed is not None and slot.stage not in OUTPUT_STAGES:
+            slot.prune("export: the seed does not shape the final model's output")
     return baked.eval()
 
 
 def export_model(model: MorphogeneticModel, spec: InputSpec, out_path: str | Path) -> Path:
-    """Bake ``model`` (see :func:`bake_fossilized`) and write it with ``torch.export`` atomically.
+    """Bake ``model`` (see :func:`bake_final`) and write it with ``torch.export`` atomically.
 
     Also writes ``<out_path stem>.json`` with the input spec. Returns ``out_path``.
     """
     out = Path(out_path)
-    baked = bake_fossilized(model).cpu()
+    baked = bake_final(model).cpu()
     example = spec.example()
     # Keyed by the tensor, not by forward's signature: an injected model's forward is (*args, **kwargs).
     dynamic = torch.export.ShapesCollection()
@@ -162,10 +166,16 @@ def input_spec_of(checkpoint: str | Path) -> InputSpec:
 
 
 def _metadata(model: MorphogeneticModel, spec: InputSpec, out: Path) -> dict[str, Any]:
-    fossilized = [
-        {"slot": s.slot_id, "blueprint": s.state.blueprint_id, "params": s.seed_params}
+    seeds = [
+        {
+            "slot": s.slot_id,
+            "blueprint": s.state.blueprint_id,
+            "stage": s.stage.name,
+            "alpha": s.alpha,
+            "params": s.seed_params,
+        }
         for s in model.slots()
-        if s.stage == SeedStage.FOSSILIZED
+        if s.stage in OUTPUT_STAGES
     ]
     return {
         "format": EXPORT_FORMAT,
@@ -179,7 +189,7 @@ def _metadata(model: MorphogeneticModel, spec: InputSpec, out: Path) -> dict[str
         if model.topology == "cnn"
         else ["batch", *spec.shape, spec.num_classes],
         "params": sum(p.numel() for p in model.parameters()),
-        "fossilized_seeds": fossilized,
+        "seeds": seeds,
         "torch_version": torch.__version__,
         "load": f"torch.export.load({out.name!r}).module()(x)",
     }
