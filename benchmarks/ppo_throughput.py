@@ -4,7 +4,7 @@ Runs ``esper train ppo`` in-process (``train_ppo``, ``SyncVectorEnv``) for a fee
 an LSTM policy, and splits every round's wall time with a small exclusive-time probe wrapped
 around the methods that do the work:
 
-* **host training**: ``Engine.run_epoch`` (train + evaluate + counterfactuals + the engine's
+* **host training**: ``Engine.train_epoch`` (train + evaluate + counterfactuals + the engine's
   own bookkeeping) -- what a run without a learned controller would spend anyway. Each
   episode trains ``episode_length + 1`` epochs (``reset`` trains epoch 0).
 * **policy forward**: ``FactoredPolicy.step_features`` / ``act_features`` / ``score_features``
@@ -102,7 +102,7 @@ def _forward_bucket(parent: str | None) -> str:
 def instrumented(probe: Probe) -> Iterator[None]:
     """Wrap the timed methods for the duration of the block (restored afterwards)."""
     targets: list[tuple[Any, str, str | Callable[[str | None], str]]] = [
-        (Engine, "run_epoch", _host_bucket),
+        (Engine, "train_epoch", _host_bucket),
         (MorphogenesisEnv, "step", "env_step"),
         (MorphogenesisEnv, "reset", "env_reset"),
         (FactoredPolicy, "step_features", _forward_bucket),
