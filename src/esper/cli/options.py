@@ -30,6 +30,7 @@ _CLI_FIELDS: dict[str, str] = {
     "lr": "lr",
     "batch_size": "batch_size",
     "max_seed_params": "max_seed_params",
+    "host_channels": "host_channels",
     "tensorboard": "tensorboard",
     "quiet": "quiet",
 }
@@ -149,6 +150,14 @@ def _how_options() -> list[Callable[[F], F]]:
             default=None,
             metavar="N",
             help="Parameter budget for all seeds together (default: unlimited).",
+        ),
+        click.option(
+            "--host-channels",
+            type=click.IntRange(min=1),
+            default=None,
+            metavar="N",
+            help="Width of the task's host: CNN base channels, or the transformer's embedding "
+            "width (default: the task's). Trains any static width for comparisons.",
         ),
         click.option(
             "--tensorboard/--no-tensorboard",

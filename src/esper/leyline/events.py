@@ -152,6 +152,8 @@ class EpochEnd(_EventBase):
     seed_params: int
     lr: float
     wall_time_s: float
+    train_flops: float = 0.0
+    """Training FLOPs of the run so far (forward + backward, counted once per structure)."""
     seeds: dict[str, SeedSnapshot] = field(default_factory=dict)
 
 

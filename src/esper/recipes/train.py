@@ -77,9 +77,7 @@ def run_training(
             f"or choose another --out"
         )
     config = config.replace(out=str(run_dir))
-    task = get_task(
-        config.task, data_dir=config.data_dir, text_file=config.text_file, batch_size=config.batch_size
-    )
+    task = task_of(config)
     saved = load_checkpoint(run_dir / CHECKPOINT_NAME) if resume else None
     epochs = config.epochs or task.default_epochs
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -97,6 +95,17 @@ def run_training(
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_report(run_dir)
     return summary
+
+
+def task_of(config: RunConfig) -> Task:
+    """The task a run config names, with its options (data folder, text, batch, host width)."""
+    return get_task(
+        config.task,
+        data_dir=config.data_dir,
+        text_file=config.text_file,
+        batch_size=config.batch_size,
+        host_channels=config.host_channels,
+    )
 
 
 def resolve_config(config: RunConfig, engine: Engine, task: Task) -> RunConfig:
@@ -178,6 +187,7 @@ def summarize(engine: Engine, task: str, controller: str, seed: int) -> dict[str
         **engine.counters,
         "rollbacks": engine.governor.rollbacks,
         "wall_time_s": round(engine.wall_time_s, 3),
+        "train_flops": engine.train_flops,
         "device": str(engine.device),
         "amp": engine.config.amp,
     }

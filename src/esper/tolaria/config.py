@@ -49,6 +49,8 @@ class RunConfig:
     quiet: bool = False
     slots: list[str] | None = None
     max_seed_params: int | None = None
+    host_channels: int | None = None
+    """The host's width (CNN base channels / transformer embedding width); None: the task's."""
     plateau_window: int = 3
     plateau_min_delta: float = 0.005
     min_training_epochs: int = 3
@@ -142,6 +144,7 @@ def _value_problems(cfg: RunConfig) -> list[str]:
         "governor_window",
         "blend_tempo_epochs",
         "max_seed_params",
+        "host_channels",
     ):
         v = getattr(cfg, name)
         if isinstance(v, int) and v < 1:

@@ -186,6 +186,9 @@ class Engine:
         self.history: list[dict[str, float]] = []
         self.counters = {"seeds_germinated": 0, "seeds_fossilized": 0, "seeds_pruned": 0}
         self.wall_time_s = 0.0
+        self.train_flops = 0.0
+        """Training FLOPs so far (measured on one batch per model structure)."""
+        self._flops_per_example: float | None = None
         self._good_state = self._capture()
 
     @property
@@ -203,7 +206,13 @@ class Engine:
             raise ConfigError("this engine has no train_data: train in your loop and call finish_epoch()")
         start = time.perf_counter()
         set_data_epoch(self.train_data, self.epoch)
-        train = self.trainer.train_epoch(self.forward_model, iter_batches(self.train_data, self.device))
+        count = self._flops_per_example is None and not self.config.compile  # Dynamo and counting don't mix
+        train = self.trainer.train_epoch(
+            self.forward_model, iter_batches(self.train_data, self.device), count_flops=count
+        )
+        if train.flops_per_example is not None:
+            self._flops_per_example = train.flops_per_example
+        self.train_flops += (self._flops_per_example or 0.0) * train.examples
         return self.finish_epoch(train, started=start)
 
     def finish_epoch(self, train: EpochMetrics | None = None, *, started: float | None = None) -> EpochReport:
@@ -279,6 +288,7 @@ class Engine:
         if structural:
             self.groups.sync(self.model)
             self._rewire()
+            self._flops_per_example = None  # a new structure costs differently: count again
             assert self.config.max_seed_params is None or self.effective_budget_ok(), "budget exceeded"
         for event in events:
             counter = _COUNTED.get(event.EVENT)
@@ -315,9 +325,10 @@ class Engine:
     def _rollback(self, reason: str) -> None:
         """Restore the last good state and prune the seeds that were blending (through the door)."""
         restored_epoch = self._good_state["epoch"]
-        timeline = (self.epoch, self.wall_time_s)
+        timeline = (self.epoch, self.wall_time_s, self.train_flops)
         self._restore(copy.deepcopy(self._good_state))
-        self.epoch, self.wall_time_s = timeline  # the weights go back; the run's clock does not
+        # The weights go back; the run's clock and the compute it spent do not.
+        self.epoch, self.wall_time_s, self.train_flops = timeline
         pruned = [s.slot_id for s in self.model.slots() if s.stage == SeedStage.BLENDING]
 
         def prune() -> ActionOutcome:
@@ -384,6 +395,7 @@ class Engine:
                 "history": self.history,
                 "counters": self.counters,
                 "wall_time_s": self.wall_time_s,
+                "train_flops": self.train_flops,
             }
         )
 
@@ -394,6 +406,8 @@ class Engine:
         self.history = [dict(h) for h in state["history"]]
         self.counters = dict(state["counters"])
         self.wall_time_s = float(state["wall_time_s"])
+        self.train_flops = float(state.get("train_flops", 0.0))
+        self._flops_per_example = None
         self.epoch = int(state["epoch"])
         self._rewire()
 
@@ -443,6 +457,7 @@ class Engine:
                 seed_params=self.model.active_seed_params,
                 lr=self.groups.lr(),
                 wall_time_s=round(self.wall_time_s, 3),
+                train_flops=self.train_flops,
                 seeds=seeds,
             )
         )
