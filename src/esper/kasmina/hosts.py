@@ -198,29 +198,36 @@ class CNNHost(HostBase):
             )
 
     def config(self) -> dict[str, Any]:
-        config = dict(self._config)
+        config: dict[str, Any] = dict(self._config)
         widths = [self._block_width(i) for i in range(len(self.blocks))]
         if widths != self._default_widths:
             config["widths"] = widths
         return config
 
     def _block_width(self, index: int) -> int:
+        return self._conv_block(index).out_channels
+
+    def _conv_block(self, index: int) -> ConvBlock:
         block = self.blocks[index]
         assert isinstance(block, ConvBlock)
-        return block.out_channels
+        return block
 
     def width_site(self, slot_id: str) -> WidthSite:
         """Block ``i``'s conv and BN grow; block ``i+1``'s conv (or the head) reads the new channels."""
         index = self._slot_index(slot_id)
-        block = self.blocks[index]
-        conv, norm, *post = list(block)
+        conv, norm, *post = self._conv_block(index)
         assert isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
         ops: list[nn.Module] = [copy.deepcopy(m) for m in post]  # ReLU and the block's max-pool
+        reader: nn.Module
         if index + 1 < len(self.blocks):
-            reader = self.blocks[index + 1][0]
+            reader = self._conv_block(index + 1)[0]
         else:
             reader, ops = self.head, [*ops, _GlobalMean()]
-        assert isinstance(reader, nn.Conv2d | nn.Linear)
+        if not isinstance(reader, nn.Conv2d | nn.Linear):
+            raise WidthGrowthError(
+                f"slot {slot_id!r}: widening block {index} ({conv.out_channels} channels) needs a "
+                f"Conv2d or Linear reading them, found {type(reader).__name__}"
+            )
         return WidthSite(slot_id, conv, norm, nn.Sequential(*ops), reader)
 
     def forward_widened(self, h: Tensor, route: Route) -> Tensor:
@@ -368,7 +375,7 @@ class TransformerHost(HostBase):
             )
 
     def config(self) -> dict[str, Any]:
-        config = dict(self._config)
+        config: dict[str, Any] = dict(self._config)
         widths = [self._block(i).mlp_hidden for i in range(len(self.blocks))]
         if widths != [4 * self.n_embd] * len(widths):
             config["mlp_widths"] = widths

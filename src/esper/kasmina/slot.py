@@ -201,7 +201,7 @@ class SeedSlot(nn.Module):
             return verdict
         if target == SeedStage.FOSSILIZED and isinstance(self.seed, WidthSeed):
             assert self._width_growth is not None
-            self._width_growth.fossilize(self.slot_id, self.seed)  # its units become host units
+            self._width_growth.fossilize(self.slot_id, self.seed, self.alpha)  # now host units
             self._uninstall()
         if target == SeedStage.BLENDING:
             ctl = self.state.alpha_controller

@@ -64,8 +64,8 @@ class WidthGrowth:
         return remaps
 
     # ----------------------------------------------------------------- fossilize
-    def fossilize(self, slot_id: str, seed: WidthSeed) -> None:
-        """Merge ``seed`` into the host and grow the neighbouring width seeds to match."""
+    def fossilize(self, slot_id: str, seed: WidthSeed, alpha: float) -> None:
+        """Merge ``seed`` (blending at ``alpha``) into the host and grow neighbouring width seeds."""
         site = self.site(slot_id)
         producer, reader, k = site.producer, site.reader, seed.units
         neighbours = [
@@ -73,7 +73,7 @@ class WidthGrowth:
             for sid, s in self.slots.items()
             if sid != slot_id and isinstance(s.seed, WidthSeed)
         ]
-        remaps = seed.merge_into(site)
+        remaps = seed.merge_into(site, alpha)
         for other, other_site in neighbours:
             assert isinstance(other, WidthSeed)
             if other_site.reader is producer:  # its reader's output grew: zero rows

@@ -120,8 +120,12 @@ class WidthSeed(nn.Module):
         )
 
     # ----------------------------------------------------------------- structural changes
-    def merge_into(self, site: WidthSite) -> list[ParamRemap]:
-        """Concatenate the new units into the host's layers; they become ordinary host units."""
+    def merge_into(self, site: WidthSite, alpha: float = 1.0) -> list[ParamRemap]:
+        """Concatenate the new units into the host's layers; they become ordinary host units.
+
+        The reader's new columns are ``alpha * read.weight``, so the merged host computes what
+        the blend did at ``alpha`` (1.0 after a full ramp).
+        """
         sid, k = site.slot_id, self.units
         remaps = [_cat(f"{sid} producer.weight", site.producer, "weight", self.grow.weight, 0)]
         if site.producer.bias is not None:
@@ -131,7 +135,8 @@ class WidthSeed(nn.Module):
         if site.norm is not None:
             assert self.norm is not None
             remaps.extend(_merge_norm(sid, site.norm, self.norm))
-        remaps.append(_cat(f"{sid} reader.weight", site.reader, "weight", self.read.weight, 1))
+        outgoing = self.read.weight if alpha == 1.0 else self.read.weight * alpha
+        remaps.append(_cat(f"{sid} reader.weight", site.reader, "weight", outgoing, 1))
         _resize(site.reader, in_units=_units_in(site.reader) + k)
         return remaps
 
