@@ -92,21 +92,26 @@ class WidthGrowth:
     def prepare_load(self, states: Mapping[str, SlotState]) -> Callable[[], None]:
         """Widen the host where ``states`` hold fossilized width growth it lacks.
 
-        Returns a function that undoes the widening (for a load that fails later). A width
-        that neither matches nor can be reached raises ``CheckpointError`` naming the slot.
+        The replaced host parameters are recorded as remaps (an optimizer built before the
+        load follows them). Returns a function that undoes the widening (for a load that fails
+        later). A width that neither matches nor can be reached raises ``CheckpointError``
+        naming the slot.
         """
         todo = [(self.site(sid), units) for sid, units in self._missing_growth(states)]
         saved: dict[nn.Module, tuple[dict[str, Any], dict[str, Any], dict[str, int]]] = {}
+        recorded = len(self._remaps)
         for site, units in todo:
             for module in (site.producer, site.norm, site.reader):
                 if module is not None and module not in saved:
                     saved[module] = _save(module)
-            WidthSeed(site, units).merge_into(site)  # shapes only: the tensors load next
+            # Shapes only: the checkpoint's tensors load next.
+            self._remaps.extend(WidthSeed(site, units).merge_into(site))
         self._sync_channels()
 
         def undo() -> None:
             for module, snapshot in saved.items():
                 _restore(module, snapshot)
+            del self._remaps[recorded:]
             self._sync_channels()
 
         return undo

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from esper.errors import EsperError
-from esper.kasmina.blueprints import BlueprintRegistry
 from esper.kasmina.model import MorphogeneticModel
 from esper.kasmina.slot import SeedSlot
 from esper.leyline.actions import Action, LifecycleOp
@@ -151,12 +150,7 @@ def observe(
     """Build the controller's view of the run after ``epoch``."""
     last = history[-1]
     slots = tuple(_slot_observation(s) for s in model.slots())
-    per_slot = {
-        s.slot_id: {
-            b: BlueprintRegistry.get(model.topology, b).param_estimate(s.channels) for b in blueprints
-        }
-        for s in model.slots()
-    }
+    per_slot = {s.slot_id: {b: s.param_estimate(b) for b in blueprints} for s in model.slots()}
     return Observation(
         epoch=epoch,
         max_epochs=max_epochs,

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from esper.kasmina.model import MorphogeneticModel
+from esper.kasmina.optim_remap import carry_optimizer_state
 
 __all__ = ["OptimizerSet"]
 
@@ -38,8 +39,13 @@ class OptimizerSet:
     def sync(self, model: MorphogeneticModel) -> None:
         """Match the seed optimizers to the slots: add new seeds, drop pruned ones.
 
-        An optimizer whose parameters are still the slot's parameters is kept as is.
+        Parameters that width growth replaced (a fossilized width seed's host layers, its
+        neighbours' seeds) are swapped in place with their state grown (new rows at zero
+        moments). An optimizer whose parameters are still the slot's parameters is kept as is.
         """
+        remaps = model.take_param_remaps()
+        for opt in self.all():
+            carry_optimizer_state(opt, remaps)
         for slot in model.slots():
             params = list(slot.seed_parameters())
             current = self.seeds.get(slot.slot_id)
