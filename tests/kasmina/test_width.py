@@ -17,7 +17,7 @@ from esper.kasmina.slot import SeedSlot
 from esper.kasmina.width import ParamRemap, WidthSeed, WidthSite
 from esper.leyline.stages import SeedStage
 
-from .helpers import FAST_GATES, assert_model_unchanged, model_snapshot
+from .helpers import FAST_GATES, OpCounter, assert_model_unchanged, model_snapshot
 
 # (topology, blueprint, slot, pool_layers): every supported site pattern.
 SITES = [
@@ -58,7 +58,9 @@ def _perturb(module: nn.Module, scale: float = 0.3) -> None:
             p.add_(torch.randn(p.shape, generator=g) * scale)
 
 
-def _to_stage(model: MorphogeneticModel, sid: str, stage: SeedStage, blueprint: str, x: torch.Tensor) -> SeedSlot:
+def _to_stage(
+    model: MorphogeneticModel, sid: str, stage: SeedStage, blueprint: str, x: torch.Tensor
+) -> SeedSlot:
     """Germinate ``blueprint`` in ``sid`` and walk it to ``stage`` (backward through the model)."""
     slot = model.slot(sid)
     slot.germinate(blueprint, blend_tempo_epochs=2)
@@ -349,7 +351,9 @@ def test_optimizer_state_carries_over_with_zero_moments_for_new_rows(make, keys,
         host_opt.zero_grad()
         _loss(model(x)).backward()
         host_opt.step()
-    saved = {id(p): {k: copy.deepcopy(v) for k, v in host_opt.state[p].items()} for p in model.host.parameters()}
+    saved = {
+        id(p): {k: copy.deepcopy(v) for k, v in host_opt.state[p].items()} for p in model.host.parameters()
+    }
     slot.record_contribution(1.0)
     slot.step_epoch()
     assert slot.advance_stage().passed
@@ -368,7 +372,10 @@ def test_carry_skips_parameters_the_optimizer_does_not_hold_and_params_without_s
     opt = torch.optim.AdamW(layer.parameters())
     bigger = nn.Parameter(torch.zeros(4, 3))
     foreign = nn.Parameter(torch.zeros(1))
-    remaps = [ParamRemap("w", layer.weight, bigger, 0), ParamRemap("x", foreign, nn.Parameter(torch.zeros(2)), 0)]
+    remaps = [
+        ParamRemap("w", layer.weight, bigger, 0),
+        ParamRemap("x", foreign, nn.Parameter(torch.zeros(2)), 0),
+    ]
     assert carry_optimizer_state(opt, remaps) == 1
     assert opt.param_groups[0]["params"][0] is bigger and bigger not in opt.state
 
@@ -382,7 +389,9 @@ def _round_trip(state: dict) -> dict:
 
 
 @pytest.mark.parametrize("topology", ["cnn", "transformer"])
-@pytest.mark.parametrize("stage", [SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED])
+@pytest.mark.parametrize(
+    "stage", [SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED]
+)
 @pytest.mark.parametrize("build", ["fresh", "from_config"])
 def test_checkpoint_into_a_fresh_model_continues_bit_identically(topology, stage, build):
     model = _model(topology, n_blocks=3)
@@ -418,7 +427,7 @@ def test_checkpoint_into_a_fresh_model_continues_bit_identically(topology, stage
         assert sa.alpha == sb.alpha and sa.stage == sb.stage
     for (ka, va), (kb, vb) in zip(model.state_dict().items(), fresh.state_dict().items(), strict=True):
         assert ka == kb
-        assert (torch.equal(va, vb) if isinstance(va, torch.Tensor) else va == vb), ka
+        assert torch.equal(va, vb) if isinstance(va, torch.Tensor) else va == vb, ka
 
 
 def test_checkpoint_whose_widened_shapes_do_not_fit_is_refused_and_changes_nothing():
@@ -426,14 +435,16 @@ def test_checkpoint_whose_widened_shapes_do_not_fit_is_refused_and_changes_nothi
     x = _input("cnn")
     _to_stage(model, "r0c0", SeedStage.FOSSILIZED, "widen", x)
     state = model.state_dict()
-    other = MorphogeneticModel(CNNHost(num_classes=3, n_blocks=2, base_channels=4, widths=[6, 8]), gates=FAST_GATES)
+    other = MorphogeneticModel(
+        CNNHost(num_classes=3, n_blocks=2, base_channels=4, widths=[6, 8]), gates=FAST_GATES
+    )
     before = model_snapshot(other)
     with pytest.raises(CheckpointError, match=r"r0c0.*4 -> 8 units.*has 6.*expected 4 or 8"):
         other.load_state_dict(state)
     assert_model_unchanged(other, before)
     plain = _model("cnn").state_dict()
     before = model_snapshot(model)
-    with pytest.raises(CheckpointError, match="r0c0.*was widened 4 -> 8"):
+    with pytest.raises(CheckpointError, match=r"r0c0.*was widened 4 -> 8"):
         model.load_state_dict(plain)
     assert_model_unchanged(model, before)
     # A load that fails after the host was widened (a bad tensor) undoes the widening.
@@ -528,9 +539,16 @@ class _Mismatched(CNNHost):
 @pytest.mark.parametrize(
     ("host", "match"),
     [
-        (_OddHead, r"slot 'r0c1': widening block 1 \(8 channels\) needs a Conv2d or Linear reading them, found Sequential"),
+        (
+            _OddHead,
+            r"slot 'r0c1': widening block 1 \(8 channels\) needs a Conv2d or Linear reading them, "
+            r"found Sequential",
+        ),
         (_NoSites, r"slot 'r0c0': _NoSites names no width site"),
-        (lambda: _Mismatched(num_classes=3, n_blocks=2, base_channels=4), r"slot 'r0c1'.*read the producer's 8 units"),
+        (
+            lambda: _Mismatched(num_classes=3, n_blocks=2, base_channels=4),
+            r"slot 'r0c1'.*read the producer's 8 units",
+        ),
     ],
     ids=["odd-head", "no-sites", "mismatched-reader"],
 )
@@ -551,3 +569,47 @@ def test_a_bare_slot_refuses_width_blueprints_and_unknown_slots_are_named():
     assert slot.stage == SeedStage.DORMANT and slot.seed is None
     with pytest.raises(UnknownSlotError):
         _model("cnn").host.width_site("r9c9")
+
+
+# --------------------------------------------------------------------------- hot path
+def test_a_germinated_width_seed_runs_exactly_the_host_ops():
+    model = _model("cnn").eval()
+    x = _input("cnn")
+    with OpCounter() as bare, torch.no_grad():
+        model(x)
+    model.slot("r0c0").germinate("widen")
+    with OpCounter() as germinated, torch.no_grad():
+        model(x)
+    assert germinated.names == bare.names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("topology", ["cnn", "transformer"])
+def test_compiled_model_follows_width_stages_and_does_not_recompile_as_alpha_ramps(topology):
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    try:
+        model = _model(topology).eval()
+        x = _input(topology)
+        blueprint = "widen" if topology == "cnn" else "widen_mlp"
+        counter = CompileCounter()
+        compiled = torch.compile(model, fullgraph=True, backend=counter)
+        slots = [_to_stage(model, sid, SeedStage.BLENDING, blueprint, x) for sid in ("r0c0", "r0c1")]
+        for slot in slots:
+            _perturb(slot.seed)
+        with torch.no_grad():
+            assert torch.equal(compiled(x), model(x))
+            frames = counter.frame_count
+            for _ in range(2):
+                for slot in slots:
+                    slot.step_epoch()
+                assert torch.equal(compiled(x), model(x))
+            slots[0].set_alpha(0.25)
+            assert torch.equal(compiled(x), model(x))
+            assert counter.frame_count == frames  # no recompile as alpha ramps
+            for slot in slots:
+                slot.prune()
+            assert torch.equal(compiled(x), model(x))  # the plain route again (a guard failed)
+    finally:
+        torch._dynamo.reset()

@@ -100,7 +100,12 @@ def test_export_of_fossilized_width_is_a_plain_wider_network(tmp_path: Path) -> 
     path = export_model(model, InputSpec((1, 8, 8), "float32", 10, "digits"), tmp_path / "model.pt2")
     program = torch.export.load(path).module()
     shapes = {k: tuple(v.shape) for k, v in program.state_dict().items()}
-    assert shapes["host.blocks.0.0.weight"] == (4, 1, 3, 3) and shapes["host.blocks.1.0.weight"] == (4, 4, 3, 3)
+    assert shapes["host.blocks.0.0.weight"] == (4, 1, 3, 3) and shapes["host.blocks.1.0.weight"] == (
+        4,
+        4,
+        3,
+        3,
+    )
     assert not any("seed_slots" in k and "weight" in k for k in shapes)
     baked = bake_fossilized(model)
     assert baked.slot("r0c1").seed is None

@@ -34,9 +34,7 @@ def carry_optimizer_state(optimizer: torch.optim.Optimizer, remaps: Iterable[Par
         slots[id(remap.new)] = where
         state = optimizer.state.pop(remap.old, None)
         if state is not None:
-            optimizer.state[remap.new] = {
-                key: _grow(value, remap) for key, value in state.items()
-            }
+            optimizer.state[remap.new] = {key: _grow(value, remap) for key, value in state.items()}
         swapped += 1
     return swapped
 

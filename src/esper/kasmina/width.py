@@ -189,9 +189,7 @@ def _check_site(site: WidthSite, units: int, max_width: int | None) -> None:
             f"expected a Conv2d or Linear with {width} input units"
         )
     if site.norm is not None and site.norm.num_features != width:
-        raise WidthGrowthError(
-            f"{where}: the norm {site.norm} does not match the producer's {width} units"
-        )
+        raise WidthGrowthError(f"{where}: the norm {site.norm} does not match the producer's {width} units")
     if any(True for _ in site.post.parameters()) or any(True for _ in site.post.buffers()):
         raise WidthGrowthError(f"{where}: the per-unit ops between norm and reader must hold no state")
     if max_width is not None and width + units > max_width:
