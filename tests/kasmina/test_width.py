@@ -430,6 +430,20 @@ def test_checkpoint_into_a_fresh_model_continues_bit_identically(topology, stage
         assert torch.equal(va, vb) if isinstance(va, torch.Tensor) else va == vb, ka
 
 
+def test_checkpoint_of_a_float64_model_widens_a_float64_host():
+    model = _model("cnn").double()
+    x = _input("cnn").double()
+    _to_stage(model, "r0c0", SeedStage.FOSSILIZED, "widen", x)
+    _perturb(_to_stage(model, "r0c1", SeedStage.BLENDING, "widen", x).seed)
+    fresh = _model("cnn").double()
+    fresh.load_state_dict(_round_trip(model.state_dict()))
+    assert {p.dtype for p in fresh.parameters()} == {torch.float64}
+    model.eval()
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(fresh(x), model(x))
+
+
 def test_checkpoint_whose_widened_shapes_do_not_fit_is_refused_and_changes_nothing():
     model = _model("cnn")
     x = _input("cnn")

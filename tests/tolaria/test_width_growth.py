@@ -10,10 +10,12 @@ from tolaria_kit import ScriptedPolicy, fast_config, grow, make_engine
 from esper import CNNHost, MorphogeneticModel, QualityGates, TransformerHost
 from esper.kasmina.width import WidthSeed
 from esper.leyline.actions import Action, LifecycleOp
+from esper.leyline.alpha import AlphaAlgorithm
 from esper.leyline.observation import Observation
 from esper.leyline.stages import SeedStage
 from esper.tolaria.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from esper.tolaria.export import InputSpec, bake_fossilized, export_model
+from esper.tolaria.lifecycle import apply_action
 from esper.tolaria.optim import OptimizerSet
 
 
@@ -126,3 +128,18 @@ def test_export_of_a_widened_transformer_mlp(tmp_path: Path) -> None:
     program = torch.export.load(path).module()
     with torch.no_grad():
         torch.testing.assert_close(program(x), model.eval()(x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_width_germinate_action_does_not_read_the_blend_algorithm() -> None:
+    host = CNNHost(num_classes=3, n_blocks=2, base_channels=2, in_channels=1, pool_layers=2)
+    model = MorphogeneticModel(host)
+    action = Action(
+        LifecycleOp.GERMINATE, slot="r0c0", blueprint="widen", alpha_algorithm=AlphaAlgorithm.GATE
+    )
+    assert apply_action(model, action).applied
+    assert model.slot("r0c0").alpha_algorithm == AlphaAlgorithm.ADD and model.slot("r0c0").gate is None
+    residual = Action(
+        LifecycleOp.GERMINATE, slot="r0c1", blueprint="norm", alpha_algorithm=AlphaAlgorithm.GATE
+    )
+    assert apply_action(model, residual).applied
+    assert model.slot("r0c1").alpha_algorithm == AlphaAlgorithm.GATE

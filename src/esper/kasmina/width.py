@@ -94,8 +94,10 @@ class WidthSeed(nn.Module):
         self.grow = _layer_like(site.producer, in_units=_units_in(site.producer), out_units=units)
         self.norm = None
         if site.norm is not None:
-            n = site.norm
-            self.norm = nn.BatchNorm2d(units, n.eps, n.momentum, n.affine, n.track_running_stats)
+            n, w = site.norm, site.producer.weight  # built where the host lives
+            self.norm = nn.BatchNorm2d(
+                units, n.eps, n.momentum, n.affine, n.track_running_stats, device=w.device, dtype=w.dtype
+            )
         self.post = copy.deepcopy(site.post)
         self.read = _layer_like(site.reader, in_units=units, out_units=_units_out(site.reader), bias=False)
         nn.init.zeros_(self.read.weight)  # function-preserving: the host sees nothing at birth
@@ -245,7 +247,7 @@ def _cat(name: str, module: nn.Module, attr: str, extra: Tensor, dim: int) -> Pa
     """Replace ``module.<attr>`` by a new parameter ``cat([old, extra], dim)``."""
     old = getattr(module, attr)
     assert isinstance(old, nn.Parameter)
-    new = nn.Parameter(torch.cat([old.detach(), extra.detach().to(old.dtype)], dim), old.requires_grad)
+    new = nn.Parameter(torch.cat([old.detach(), extra.detach().to(old)], dim), old.requires_grad)
     setattr(module, attr, new)
     return ParamRemap(name, old, new, dim)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from esper.errors import EsperError
+from esper.kasmina.blueprints import BlueprintRegistry
 from esper.kasmina.model import MorphogeneticModel
 from esper.kasmina.slot import SeedSlot
 from esper.leyline.actions import Action, LifecycleOp
+from esper.leyline.alpha import AlphaAlgorithm
 from esper.leyline.events import (
     AlphaChanged,
     Event,
@@ -49,10 +51,14 @@ def _apply_to_slot(model: MorphogeneticModel, slot: SeedSlot, action: Action) ->
     if op == LifecycleOp.GERMINATE:
         if action.blueprint is None:
             raise ValueError("GERMINATE needs a blueprint")
+        spec = BlueprintRegistry.get(model.topology, action.blueprint)
+        # A width seed's term can only be added (so it merges on fossilize): the style head's
+        # algorithm is not read for it, as the slot head is not read for WAIT.
+        algorithm = AlphaAlgorithm.ADD if spec.is_width else action.alpha_algorithm
         model.germinate_seed(
             action.blueprint,
             slot=slot.slot_id,
-            alpha_algorithm=action.alpha_algorithm,
+            alpha_algorithm=algorithm,
             alpha_curve=action.alpha_curve,
             blend_tempo_epochs=action.tempo_epochs,
         )
