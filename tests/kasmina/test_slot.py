@@ -31,7 +31,8 @@ from .helpers import (
 )
 
 NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-CNN_BLUEPRINTS = BlueprintRegistry.names("cnn")
+# Residual seeds only: a bare slot has no host to widen (width blueprints: test_width.py).
+CNN_BLUEPRINTS = [s.name for s in BlueprintRegistry.list_for_topology("cnn") if not s.is_width]
 FORBIDDEN_IN_HOT_PATH = {"to", "_to_copy", "copy_", "clamp", "clamp_", "clamp_min", "clamp_max", "empty"}
 
 

@@ -20,6 +20,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from esper.errors import ConfigError
 from esper.kasmina.model import MorphogeneticModel
+from esper.kasmina.optim_remap import carry_optimizer_state
 
 __all__ = ["SLOT_KEY", "OptimizerFactory", "SchedulerFactory", "SeedGroups", "adamw"]
 
@@ -72,10 +73,16 @@ class SeedGroups:
 
         A group whose parameters are still its slot's seed parameters is kept as is (with its
         state). Seed parameters the optimizer already holds (an optimizer built over a grown
-        model) stay where they are; when that seed goes, they leave their group too. Returns
+        model) stay where they are; when that seed goes, they leave their group too. Parameters
+        that width growth replaced (a fossilized width seed's host layers, its neighbours'
+        seeds) are swapped in place with their state grown (new rows at zero moments). Returns
         whether anything changed.
         """
-        changed = False
+        remaps = model.take_param_remaps()
+        carry_optimizer_state(self.optimizer, remaps)
+        swapped = {id(r.old): r.new for r in remaps}
+        self._known = {sid: [swapped.get(id(p), p) for p in ps] for sid, ps in self._known.items()}
+        changed = bool(remaps)
         live = {s.slot_id: list(s.seed_parameters()) for s in model.slots()}
         for sid, old in list(self._known.items()):
             if [id(p) for p in old] != [id(p) for p in live.get(sid, [])]:
@@ -134,7 +141,12 @@ class SeedGroups:
         }
 
     def load_state_dict(self, state: dict[str, Any], model: MorphogeneticModel) -> None:
-        """Rebuild the seed groups, in the saved order, for the model's seeds; then load."""
+        """Rebuild the seed groups, in the saved order, for the model's seeds; then load.
+
+        A host the load widened (fossilized width seeds) has new parameters: they take the old
+        ones' places in their groups first.
+        """
+        carry_optimizer_state(self.optimizer, model.take_param_remaps())
         for group in list(self.seed_groups().values()):
             self._remove(group)
         live = {s.slot_id: list(s.seed_parameters()) for s in model.slots() if s.seed is not None}
