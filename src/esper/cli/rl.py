@@ -57,7 +57,25 @@ EVAL_SEED_OFFSET = 10_000
 )
 @click.option("--lstm", is_flag=True, help="Recurrent policy: an LSTM after the shared trunk.")
 @click.option("--lstm-hidden", type=int, default=64, show_default=True, help="LSTM state size (with --lstm).")
-@click.option("--vector", type=click.Choice(["auto", "sync", "async"]), default="auto", show_default=True)
+@click.option(
+    "--vector",
+    type=click.Choice(["auto", "sync", "async"]),
+    default="auto",
+    show_default=True,
+    help="Local backend: envs in this process (sync) or in subprocesses (async).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where the envs run: here (see --vector), or one Ray actor each (pip install 'esper[ray]').",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="With --backend ray: the Ray cluster, 'auto' or HOST:PORT (default: start Ray locally).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="runs/ppo", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last finished round.")
@@ -71,6 +89,7 @@ def train_ppo_command(**params: Any) -> None:
       esper train ppo --task digits-impaired --rounds 30 --envs 2 --episode-length 10
       esper train ppo --lstm --episode-length 20 --out runs/ppo-lstm
       esper train ppo --out runs/ppo --resume --rounds 60
+      esper train ppo --backend ray --address auto --envs 8 --out runs/ppo-ray
       esper train policy --policy runs/ppo/policy.pt --task digits-impaired
     """
     from esper.recipes.ppo import run_ppo
