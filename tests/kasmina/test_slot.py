@@ -571,3 +571,13 @@ def test_alpha_copy_per_dtype_on_device(device):
                 assert torch.equal(valued(v), blend_add(v, valued.seed(v), 0.5))
             assert torch.equal(valued(v), blend_add(v, valued.seed(v), 0.75))
         assert slot.alpha_tensor.item() == valued.alpha_tensor.item() == 0.75
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_contribution_is_refused_and_changes_nothing(value: float) -> None:
+    slot = _slot()
+    slot.record_contribution(0.25)
+    with pytest.raises(ValueError, match="finite"):
+        slot.record_contribution(value)
+    assert slot.state.metrics.counterfactual_contribution == 0.25
+    assert slot.state.metrics.history == [0.25]

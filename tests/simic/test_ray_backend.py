@@ -206,4 +206,4 @@ def test_backend_settings_are_validated():
         PPORunConfig(backend="ray", vector="async")
     config = PPORunConfig(backend="ray", address="[::1]:6379")
     assert dataclasses.replace(config, address="auto").address == "auto"
-    assert {"backend", "address"} <= training._RESUMABLE  # a run may resume on the other backend
+    assert {"backend", "address"} <= training.RESUMABLE  # a run may resume on the other backend

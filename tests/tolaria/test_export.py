@@ -10,7 +10,7 @@ import torch
 from tolaria_kit import fast_config, grow, run_to_disk
 
 from esper import CNNHost, MorphogeneticModel, QualityGates, TransformerHost, inject_slots
-from esper.errors import CheckpointError
+from esper.errors import CheckpointError, ConfigError
 from esper.leyline.stages import SeedStage
 from esper.tolaria.checkpoint import load_grown
 from esper.tolaria.export import EXPORT_FORMAT, InputSpec, bake_final, export_grown, export_model
@@ -156,3 +156,46 @@ def test_export_reads_the_input_spec_from_the_checkpoint_without_the_dataset(tmp
     torch.save(data, checkpoint)
     path = export_grown(tmp_path / "run")
     assert torch.export.load(path).module()(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+
+
+# ----------------------------------------------------------------------------- never over a run file
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "run"
+    run_to_disk(fast_config(out, epochs=1))
+    (out / "summary.json").write_text('{"epochs": 1}\n')
+    (out / "events.jsonl").write_text("")
+    return out
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["checkpoint.pt", "summary.pt2", "events.jsonl", "summary.json", "program.json"],
+)
+def test_export_never_overwrites_a_run_file(small_run: Path, target: str) -> None:
+    before = {p.name: p.read_bytes() for p in small_run.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match="choose another --out"):
+        export_grown(small_run, small_run / target)
+    assert {p.name: p.read_bytes() for p in small_run.iterdir() if p.is_file()} == before
+
+
+def test_export_replaces_only_an_earlier_export(small_run: Path, tmp_path: Path) -> None:
+    first = export_grown(small_run, tmp_path / "grown.pt2")
+    assert export_grown(small_run, tmp_path / "grown.pt2") == first  # an earlier export: replaced
+    (tmp_path / "mine.pt2").write_bytes(b"a file of the user's")
+    with pytest.raises(ConfigError, match=r"mine\.pt2"):
+        export_grown(small_run, tmp_path / "mine.pt2")
+    assert (tmp_path / "mine.pt2").read_bytes() == b"a file of the user's"
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_cli_export_over_a_checkpoint_exits_2(small_run: Path) -> None:
+    from click.testing import CliRunner
+
+    from esper.cli.main import cli
+
+    before = (small_run / "checkpoint.pt").read_bytes()
+    result = CliRunner().invoke(cli, ["export", str(small_run), "--out", str(small_run / "checkpoint.pt")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "checkpoint.pt" in result.stderr
+    assert (small_run / "checkpoint.pt").read_bytes() == before

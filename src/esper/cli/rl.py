@@ -14,6 +14,8 @@ from typing import Any
 import click
 
 from esper.errors import ConfigError
+from esper.nissa.io import atomic_write_text
+from esper.tolaria.config import SEED_LIMIT
 
 __all__ = ["eval_command", "register", "train_policy", "train_ppo_command"]
 
@@ -76,7 +78,7 @@ EVAL_SEED_OFFSET = 10_000
     default=None,
     help="With --backend ray: the Ray cluster, 'auto' or HOST:PORT (default: start Ray locally).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, SEED_LIMIT - 1), default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="runs/ppo", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last finished round.")
 @click.option("--tensorboard", is_flag=True, help="Also log to --out/tensorboard.")
@@ -141,12 +143,19 @@ def _mean_std(values: list[float]) -> str:
     "--episodes", type=int, default=5, show_default=True, help="Runs, each on its own held-out seed."
 )
 @click.option("--epochs", type=int, default=None, help="Host epochs per run (default: the task's).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Base seed; runs use seed+10000+i.")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, SEED_LIMIT - EVAL_SEED_OFFSET - 1),
+    default=0,
+    show_default=True,
+    help="Base seed; runs use seed+10000+i.",
+)
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Parent of the run dirs.")
 def eval_command(spec: str, task: str, episodes: int, epochs: int | None, seed: int, out: str | None) -> None:
     """Run a controller on held-out seeds; print mean +- std of final accuracy, added
     parameters and lifecycle counts. The run dirs can be compared with ``esper report``.
     """
+    from esper.recipes.run_dir import RunDir
     from esper.recipes.train import run_training
     from esper.tamiyo.factory import make_controller
     from esper.tolaria.config import RunConfig
@@ -156,10 +165,9 @@ def eval_command(spec: str, task: str, episodes: int, epochs: int | None, seed: 
     fields = _controller_fields(spec)
     name = "policy" if fields["controller"] == "policy" else spec
     parent = Path(out or f"runs/eval-{task}-{name}")
-    summaries = []
-    for i in range(episodes):
-        run_seed = seed + EVAL_SEED_OFFSET + i
-        config = RunConfig(
+    # Every config is validated before the folder is created.
+    configs = [
+        RunConfig(
             task=task,
             epochs=epochs,
             seed=run_seed,
@@ -167,16 +175,19 @@ def eval_command(spec: str, task: str, episodes: int, epochs: int | None, seed: 
             out=str(parent / f"{name}-seed{run_seed}"),
             **fields,
         )
-        summaries.append(run_training(config, make_controller(config)))
-    keys = ("final_val_accuracy", "seed_params", "seeds_germinated", "seeds_fossilized", "seeds_pruned")
-    result = {k: [float(s[k] or 0.0) for s in summaries] for k in keys}
+        for run_seed in range(seed + EVAL_SEED_OFFSET, seed + EVAL_SEED_OFFSET + episodes)
+    ]
+    with RunDir.open(parent, kind="eval", config={"controller": spec, "task": task, "episodes": episodes,
+                                                  "epochs": epochs, "seed": seed}):  # fmt: skip
+        summaries = [run_training(config, make_controller(config)) for config in configs]
+        keys = ("final_val_accuracy", "seed_params", "seeds_germinated", "seeds_fossilized", "seeds_pruned")
+        result = {k: [float(s[k] or 0.0) for s in summaries] for k in keys}
+        atomic_write_text(
+            parent / "eval.json", json.dumps({"controller": spec, "task": task, **result}, indent=2) + "\n"
+        )
     lines = [f"{task} / {name}: {episodes} held-out seeds ({seed + EVAL_SEED_OFFSET}..)"]
     lines += [f"  {k:<20} {_mean_std(v)}" for k, v in result.items()]
     lines.append(f"  run dirs: {parent}/*  (compare with: esper report {parent})")
-    parent.mkdir(parents=True, exist_ok=True)
-    (parent / "eval.json").write_text(
-        json.dumps({"controller": spec, "task": task, **result}, indent=2) + "\n"
-    )
     click.echo("\n".join(lines))
 
 

@@ -7,6 +7,7 @@ refused call raises before it mutates anything.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -311,7 +312,17 @@ class SeedSlot(nn.Module):
         self._write_alpha(self.state.alpha_controller.alpha)
 
     def record_contribution(self, value: float) -> None:
-        """Set the seed's measured counterfactual contribution and append it to its history."""
+        """Set the seed's measured counterfactual contribution and append it to its history.
+
+        Raises:
+            ValueError: ``value`` is NaN or infinite (an infinite one would pass the fossilize
+                gate); nothing changes.
+        """
+        if not math.isfinite(value):
+            raise ValueError(
+                f"slot {self.slot_id!r}: a contribution must be a finite float, got {value!r}; "
+                f"measure it on a model whose outputs are finite"
+            )
         self.state.metrics.counterfactual_contribution = float(value)
         self.state.metrics.history.append(float(value))
 

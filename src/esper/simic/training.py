@@ -53,7 +53,7 @@ from esper.tamiyo.masks import JointLegality
 from esper.tamiyo.policy_net import FactoredPolicy
 from esper.tolaria.checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["POLICY_NAME", "PPO_CHECKPOINT", "PPORunConfig", "make_vector_env", "train_ppo"]
+__all__ = ["POLICY_NAME", "PPO_CHECKPOINT", "RESUMABLE", "PPORunConfig", "make_vector_env", "train_ppo"]
 
 _T = TypeVar("_T")
 
@@ -62,7 +62,7 @@ POLICY_NAME = "policy.pt"
 VECTOR_MODES = ("auto", "sync", "async")
 BACKENDS = ("local", "ray")
 # may change between a run and its resume without changing what is learned
-_RESUMABLE = frozenset({"rounds", "out", "quiet", "tensorboard", "vector", "backend", "address"})
+RESUMABLE = frozenset({"rounds", "out", "quiet", "tensorboard", "vector", "backend", "address"})
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,8 @@ class PPORunConfig:
             problems.append(f"lstm must be a bool, got {self.lstm!r}")
         if self.reward not in REWARD_MODES:
             problems.append(f"reward {self.reward!r} is not one of {list(REWARD_MODES)}")
+        if isinstance(self.seed, int) and not 0 <= self.seed < 2**63:
+            problems.append(f"seed must be in [0, 2**63), got {self.seed}")
         if self.vector not in VECTOR_MODES:
             problems.append(f"vector {self.vector!r} is not one of {list(VECTOR_MODES)}")
         problems += self._backend_problems()
@@ -370,6 +372,7 @@ def train_ppo(
         "final_accuracy": history[-1]["final_accuracy"] if history else None,
         "policy": str(out / POLICY_NAME),
         "out": str(out),
+        "torch_threads": torch.get_num_threads(),  # results depend on it
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
@@ -438,7 +441,7 @@ def _load_for_resume(config: PPORunConfig, path: Path) -> dict[str, Any]:
     differ = [
         f"{f.name}: saved {saved.get(f.name, f.default)!r}, given {getattr(config, f.name)!r}"
         for f in fields(config)
-        if f.name not in _RESUMABLE and getattr(config, f.name) != saved.get(f.name, f.default)
+        if f.name not in RESUMABLE and getattr(config, f.name) != saved.get(f.name, f.default)
     ]
     if differ:
         raise ConfigError("cannot resume with different settings:\n  - " + "\n  - ".join(differ))

@@ -176,7 +176,10 @@ class Engine:
             grad_clip=config.grad_clip,
         )
         self.governor = Governor(
-            config.governor_spike_factor, config.governor_spike_margin, config.governor_window
+            config.governor_spike_factor,
+            config.governor_spike_margin,
+            config.governor_window,
+            ceiling=config.governor_ceiling,
         )
         self._wrap = wrap
         self._compiled: tuple[nn.Module, nn.Module] | None = None  # (what was compiled, compiled)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from esper.data import Task, get_task
-from esper.errors import CheckpointError
+from esper.errors import CheckpointError, ConfigError
 from esper.kasmina.model import MorphogeneticModel
 from esper.leyline.stages import OUTPUT_STAGES
 from esper.nissa.io import atomic_write_bytes, atomic_write_text
@@ -34,6 +34,7 @@ __all__ = [
     "EXPORT_NAME",
     "InputSpec",
     "bake_final",
+    "check_export_target",
     "export_grown",
     "export_model",
     "input_spec_of",
@@ -108,8 +109,13 @@ def export_model(model: MorphogeneticModel, spec: InputSpec, out_path: str | Pat
     """Bake ``model`` (see :func:`bake_final`) and write it with ``torch.export`` atomically.
 
     Also writes ``<out_path stem>.json`` with the input spec. Returns ``out_path``.
+
+    Raises:
+        ConfigError: either file would replace one that is not an earlier export (a run's
+            checkpoint or summary, a file of the user's): see :func:`check_export_target`.
     """
     out = Path(out_path)
+    check_export_target(out)
     baked = bake_final(model).cpu()
     example = spec.example()
     # Keyed by the tensor, not by forward's signature: an injected model's forward is (*args, **kwargs).
@@ -127,6 +133,38 @@ def export_model(model: MorphogeneticModel, spec: InputSpec, out_path: str | Pat
     return out
 
 
+def check_export_target(out: Path) -> None:
+    """Refuse an export whose program or metadata file would replace anything but an earlier export.
+
+    ``out`` and ``out.with_suffix(".json")`` are both written, so ``RUN/summary.pt2`` would
+    replace ``RUN/summary.json``, and a ``.json`` program would be overwritten by its metadata.
+    """
+    meta = out.with_suffix(".json")
+    if out == meta:
+        raise ConfigError(
+            f"export target {str(out)!r} ends in .json, the name its metadata gets; "
+            f"choose another --out ending in .pt2"
+        )
+    taken = [p for p in (out, meta) if p.exists() or p.is_symlink()]
+    if taken and not _is_earlier_export(meta, out):
+        raise ConfigError(
+            f"export to {str(out)!r} would replace {', '.join(repr(str(p)) for p in taken)}, which "
+            f"{'is' if len(taken) == 1 else 'are'} not an earlier export (the program and "
+            f"{meta.name} are both written); choose another --out"
+        )
+
+
+def _is_earlier_export(meta: Path, out: Path) -> bool:
+    """Whether ``meta`` is the metadata an earlier export of ``out`` wrote (plain files only)."""
+    if meta.is_symlink() or not meta.is_file() or out.is_symlink() or (out.exists() and not out.is_file()):
+        return False
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == EXPORT_FORMAT and data.get("program") == out.name
+
+
 def export_grown(run_dir_or_checkpoint: str | Path, out_path: str | Path | None = None) -> Path:
     """Export the grown model of a run (see :func:`export_model`).
 
@@ -138,14 +176,17 @@ def export_grown(run_dir_or_checkpoint: str | Path, out_path: str | Path | None 
         the path of the written program.
 
     Raises:
+        ConfigError: the target would replace a file that is not an earlier export.
         CheckpointError: the checkpoint is missing, corrupt, or holds no run config.
         DatasetError: a checkpoint without a recorded input spec names a task whose data
             (which fixes the input shape) cannot be found.
     """
     checkpoint = resolve_checkpoint_path(run_dir_or_checkpoint)
+    out = Path(out_path) if out_path is not None else checkpoint.parent / EXPORT_NAME
+    check_export_target(out)  # before the (slow) load and trace
     spec = input_spec_of(checkpoint)
     model = load_grown(checkpoint)
-    return export_model(model, spec, out_path or checkpoint.parent / EXPORT_NAME)
+    return export_model(model, spec, out)
 
 
 def input_spec_of(checkpoint: str | Path) -> InputSpec:
