@@ -48,6 +48,7 @@ from esper.simic.env import MorphogenesisEnv
 from esper.simic.ppo import PPOConfig, PPOTrainer
 from esper.simic.ray_backend import RayVectorEnv, check_address  # imports Ray only when used
 from esper.simic.rewards import REWARD_MODES
+from esper.tamiyo.features import observation_layout
 from esper.tamiyo.learned import select_actions
 from esper.tamiyo.masks import JointLegality
 from esper.tamiyo.policy_net import FactoredPolicy
@@ -167,11 +168,26 @@ class PPORunConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def build_policy(self, obs_dim: int, head_sizes: dict[str, int]) -> FactoredPolicy:
-        """The (untrained) policy network this run trains."""
+    def build_policy(
+        self, obs_dim: int, head_sizes: dict[str, int], layout: dict[str, Any] | None = None
+    ) -> FactoredPolicy:
+        """The (untrained) policy network this run trains, recording its observation layout."""
         return FactoredPolicy(
-            obs_dim, head_sizes, hidden=self.hidden, lstm=self.lstm, lstm_hidden=self.lstm_hidden
+            obs_dim,
+            head_sizes,
+            hidden=self.hidden,
+            lstm=self.lstm,
+            lstm_hidden=self.lstm_hidden,
+            layout=layout,
         )
+
+    def observation_layout(self) -> dict[str, Any]:
+        """The slots, blueprints and feature version this run's environments observe."""
+        env = MorphogenesisEnv(
+            task=self.task, episode_length=self.episode_length, slots=self.slots,
+            max_seed_params=self.max_seed_params,
+        )  # fmt: skip
+        return observation_layout(env.layout.slot_ids, env.layout.blueprints)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> PPORunConfig:
@@ -346,7 +362,7 @@ def train_ppo(
         obs_dim = int(envs.single_observation_space.shape[0])  # type: ignore[index]
         head_sizes = dict(zip(HEADS, (int(n) for n in envs.single_action_space.nvec), strict=True))  # type: ignore[attr-defined]
         torch.manual_seed(config.seed)  # before the policy's init, so that it is seeded too
-        policy = config.build_policy(obs_dim, head_sizes)
+        policy = config.build_policy(obs_dim, head_sizes, config.observation_layout())
         trainer = PPOTrainer(
             policy, config.ppo_config(), generator=torch.Generator().manual_seed(config.seed)
         )
