@@ -77,6 +77,9 @@ class PPORunConfig:
     rounds: int = 20
     envs: int = 2
     episode_length: int = 10
+    episode_lengths: list[int] | None = None
+    """Sample each round's episode length from these (one policy for several budgets);
+    None: every round is ``episode_length`` long."""
     reward: str = "shaped"
     seed: int = 0
     out: str = "runs/ppo"
@@ -111,6 +114,13 @@ class PPORunConfig:
             for name in ("rounds", "envs", "episode_length", "hidden", "lstm_hidden")
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1)
         ]
+        if self.episode_lengths is not None and not (
+            isinstance(self.episode_lengths, list)
+            and self.episode_lengths
+            and all(type(n) is int and n >= 1 for n in self.episode_lengths)
+        ):
+            given = self.episode_lengths
+            problems.append(f"episode_lengths must be a non-empty list of ints >= 1, got {given!r}")
         if not isinstance(self.lstm, bool):
             problems.append(f"lstm must be a bool, got {self.lstm!r}")
         if self.reward not in REWARD_MODES:
@@ -280,9 +290,11 @@ def _episode_seeds(config: PPORunConfig, round_: int) -> list[int]:
 class _Rollout:
     """Collects one episode per environment into a :class:`RolloutBuffer`."""
 
-    def __init__(self, envs: gym.vector.VectorEnv, policy: FactoredPolicy, config: PPORunConfig) -> None:
-        self.envs, self.policy, self.config = envs, policy, config
-        n, t = config.envs, config.episode_length
+    def __init__(
+        self, envs: gym.vector.VectorEnv, policy: FactoredPolicy, config: PPORunConfig, length: int
+    ) -> None:
+        self.envs, self.policy, self.config, self.length = envs, policy, config, length
+        n, t = config.envs, length
         lstm_hidden = policy.lstm_hidden if policy.use_lstm else 0
         self.buffer = RolloutBuffer(
             t, n, policy.obs_dim, len(HEADS), policy.mask_dim, lstm_hidden=lstm_hidden
@@ -292,7 +304,8 @@ class _Rollout:
         n = self.config.envs
         # Vector envs accept one seed per env, which gymnasium's stub does not say.
         # The round is for the Ray backend's restart events; environments ignore it.
-        obs, info = self.envs.reset(seed=seeds, options={"round": round_})  # type: ignore[arg-type]
+        options = {"round": round_, "episode_length": self.length}
+        obs, info = self.envs.reset(seed=seeds, options=options)  # type: ignore[arg-type]
         # The state the rollout starts from (zeros; step 0 starts every episode anyway).
         state = self.policy.initial_state(n) if self.policy.use_lstm else None
         self.buffer.reset(state)
@@ -300,7 +313,7 @@ class _Rollout:
         illegal, env_time, policy_time = 0, 0.0, 0.0
         start = torch.ones(n)
         final_acc, seed_params = np.zeros(n), np.zeros(n)
-        for _ in range(self.config.episode_length):
+        for _ in range(self.length):
             t0 = time.perf_counter()
             obs_t = torch.as_tensor(obs, dtype=torch.float32)
             chosen = select_actions(self.policy, obs_t, _legality(info, n), state=state, episode_starts=start)
@@ -321,7 +334,7 @@ class _Rollout:
                 seed_params[done] = info["seed_params"][done]
         cfg = self.config
         self.buffer.compute_returns_and_advantages(torch.zeros(n), torch.ones(n), cfg.gamma, cfg.gae_lambda)
-        steps = n * cfg.episode_length
+        steps = n * self.length
         return {
             "mean_return": float(returns.mean()),
             "final_accuracy": float(final_acc.mean()),
@@ -403,7 +416,8 @@ def _train_round(
     sampler: torch.Generator,
 ) -> dict[str, float]:
     start = time.perf_counter()
-    rollout = _Rollout(envs, policy, config)
+    length = round_length(config, round_)
+    rollout = _Rollout(envs, policy, config, length)
     with torch.random.fork_rng(devices=[]):  # action sampling has its own, checkpointed stream
         torch.set_rng_state(sampler.get_state())
         stats = rollout.collect(_episode_seeds(config, round_), round_)
@@ -411,15 +425,25 @@ def _train_round(
     t0 = time.perf_counter()
     metrics = trainer.update(rollout.buffer)
     update_time = time.perf_counter() - t0
-    steps = config.envs * config.episode_length
+    steps = config.envs * length
     elapsed = time.perf_counter() - start
     metrics.update(stats)
     metrics.update(
         update_time_s=update_time,
         steps_per_s=steps / elapsed,
         controller_overhead=(stats["policy_time_s"] + update_time) / max(stats["env_time_s"], 1e-9),
+        episode_length=float(length),
     )
     return metrics
+
+
+def round_length(config: PPORunConfig, round_: int) -> int:
+    """The episode length of ``round_``: drawn from ``episode_lengths`` by (seed, round), so a
+    resumed run draws the same; else ``episode_length``."""
+    if not config.episode_lengths:
+        return config.episode_length
+    index = (config.seed * 7_919 + round_ * 104_729 + 13) % len(config.episode_lengths)
+    return config.episode_lengths[index]
 
 
 def _save(
