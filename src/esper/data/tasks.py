@@ -89,7 +89,7 @@ def _digits_task(entry: _Entry, options: dict[str, Any], base_channels: int, epo
 
 @_register(
     "digits",
-    "scikit-learn's bundled 8x8 digits (no download) with a modest CNN (8-16 channels)",
+    "the 8x8 handwritten digits shipped with Esper (no download) with a modest CNN (8-16 channels)",
     batch_size=64,
 )
 def _build_digits(entry: _Entry, options: dict[str, Any]) -> Task:
