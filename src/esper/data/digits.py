@@ -11,7 +11,6 @@ import functools
 from importlib import resources
 
 import numpy as np
-
 import torch
 from torch import Tensor
 
