@@ -25,7 +25,7 @@ EXPECTED = {
 
 def test_every_controller_a_run_config_accepts_is_registered():
     assert ControllerRegistry.names() == sorted(CONTROLLERS)
-    assert all(spec.description for spec in ControllerRegistry.list())
+    assert all(spec.description for spec in ControllerRegistry.list_controllers())
 
 
 @pytest.fixture(scope="module")

@@ -66,14 +66,14 @@ class ControllerRegistry:
             ) from None
 
     @classmethod
-    def list(cls) -> list[ControllerSpec]:
+    def list_controllers(cls) -> list[ControllerSpec]:
         """Every registered spec, sorted by name."""
         return sorted(cls._specs.values(), key=lambda s: s.name)
 
     @classmethod
     def names(cls) -> list[str]:
         """Registered controller names, sorted."""
-        return [s.name for s in cls.list()]
+        return [s.name for s in cls.list_controllers()]
 
     @classmethod
     def create(cls, name: str, config: RunConfig) -> Policy:
