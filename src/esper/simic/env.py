@@ -27,6 +27,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from esper._gym import ENV_ID
 from esper.data import Task, get_task
 from esper.errors import CheckpointError, ConfigError
 from esper.kasmina.blueprints import BlueprintRegistry
@@ -50,8 +51,6 @@ from esper.tolaria.engine import Engine
 from esper.tolaria.lifecycle import ActionOutcome, apply_action, diff_events, observe, snapshot_slots
 
 __all__ = ["ENV_ID", "MorphogenesisEnv"]
-
-ENV_ID = "esper/Morphogenesis-v0"
 
 _BLENDED = (SeedStage.BLENDING, SeedStage.HOLDING)
 

@@ -132,7 +132,7 @@ class Engine:
         self._emit(
             RunStarted(
                 epoch=self.epoch,
-                config=self.config.to_dict(),
+                config=self.resolved_config().to_dict(),  # what config.json records
                 task=self.task.name,
                 controller=self.controller.name,
                 seed=self.config.seed,

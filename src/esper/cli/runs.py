@@ -1,0 +1,88 @@
+"""Running a training command: its config and controller, the run, and the printed summary."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from esper.cli.options import build_config
+from esper.errors import EsperError, plural
+
+__all__ = ["print_summary", "run_train"]
+
+
+def run_train(params: Mapping[str, Any], controller: str, *, policy: str | None = None) -> None:
+    """Build the config and controller, train, and print the summary.
+
+    Args:
+        params: the command's parameters (see :func:`~esper.cli.options.build_config`).
+        controller: the registered controller name.
+        policy: the policy.pt of controller ``"policy"``.
+    """
+    from esper.tamiyo.factory import make_controller
+    from esper.tolaria.run import default_run_dir, run_training
+
+    if policy is None:
+        config = build_config(params, controller=controller)
+    else:  # RunConfig takes controller "policy" only together with its policy path
+        config = build_config(params).replace(controller=controller, policy=policy)
+    resume = params.get("resume") is not None
+    if config.out is None:
+        config = config.replace(out=str(default_run_dir(config)))
+    run_dir = Path(str(config.out))
+    with _cleanup_if_unused(run_dir), _interrupt_hint(run_dir, config.controller):
+        summary = run_training(config, make_controller(config), resume=resume)
+    print_summary(summary, run_dir)
+
+
+@contextlib.contextmanager
+def _cleanup_if_unused(run_dir: Path) -> Iterator[None]:
+    """Remove ``run_dir`` again if it was created here and a user error left it empty."""
+    existed = run_dir.exists()
+    try:
+        yield
+    except EsperError:
+        if not existed and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
+
+
+@contextlib.contextmanager
+def _interrupt_hint(run_dir: Path, controller: str) -> Iterator[None]:
+    """On Ctrl-C, say how to continue from the last checkpoint."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo(
+            f"\ninterrupted; the last finished epoch is checkpointed in {run_dir}. Continue with:\n"
+            f"  esper train {controller} --resume {run_dir}",
+            err=True,
+        )
+        sys.exit(130)
+
+
+def print_summary(summary: Mapping[str, Any], run_dir: Path) -> None:
+    """The run's summary in five lines."""
+    from esper.karn.console import format_count
+
+    def acc(key: str) -> str:
+        value = summary.get(key)
+        return f"{value:.4f}" if isinstance(value, float) else "-"
+
+    lines = [
+        f"{summary['task']} / {summary['controller']}: {plural(summary['epochs'], 'epoch')} "
+        f"in {summary['wall_time_s']:.1f}s on {summary.get('device', '?')}",
+        f"  val accuracy  final {acc('final_val_accuracy')}  best {acc('best_val_accuracy')}",
+        f"  parameters    host {format_count(summary['host_params'])}  "
+        f"seeds {format_count(summary['seed_params'])}",
+        f"  seeds         germinated {summary['seeds_germinated']}  "
+        f"fossilized {summary['seeds_fossilized']}  pruned {summary['seeds_pruned']}  "
+        f"rollbacks {summary.get('rollbacks', 0)}",
+        f"  run dir       {run_dir}  (report.png, summary.json, events.jsonl, checkpoint.pt)",
+    ]
+    click.echo("\n".join(lines))
