@@ -121,3 +121,15 @@ def test_the_command_line_block_runs_as_written(tmp_path):
                 assert re.search(r"germinated [1-9]\d*\s+fossilized [1-9]", out.stdout), out.stdout
     assert (tmp_path / last_run / "model.pt2").is_file()
     assert (tmp_path / "runs" / "comparison.png").is_file()
+
+
+def test_every_markdown_file_the_code_and_docs_cite_is_in_the_repository():
+    root = README.parent
+    sources = [README, *root.glob("docs/*.md"), *root.glob("src/**/*.py"), *root.glob("benchmarks/*.py")]
+    cited = {
+        (source.relative_to(root), name)
+        for source in sources
+        for name in re.findall(r"[\w./-]*\b[A-Za-z_-]+\.md\b", source.read_text(encoding="utf-8"))
+    }
+    names = {p.name for p in root.rglob("*.md")}
+    assert [c for c in cited if Path(c[1]).name not in names] == []
