@@ -35,7 +35,8 @@ def run_train(params: Mapping[str, Any], controller: str, *, policy: str | None 
     if config.out is None:
         config = config.replace(out=str(default_run_dir(config)))
     run_dir = Path(str(config.out))
-    with _cleanup_if_unused(run_dir), _interrupt_hint(run_dir, config.controller):
+    again = f"esper train {config.controller}" + (f" --policy {config.policy}" if config.policy else "")
+    with _cleanup_if_unused(run_dir), _interrupt_hint(run_dir, again):
         summary = run_training(config, make_controller(config), resume=resume)
     print_summary(summary, run_dir)
 
@@ -53,14 +54,14 @@ def _cleanup_if_unused(run_dir: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _interrupt_hint(run_dir: Path, controller: str) -> Iterator[None]:
-    """On Ctrl-C, say how to continue from the last checkpoint."""
+def _interrupt_hint(run_dir: Path, command: str) -> Iterator[None]:
+    """On Ctrl-C, say how to continue from the last checkpoint (with ``command --resume``)."""
     try:
         yield
     except KeyboardInterrupt:
         click.echo(
             f"\ninterrupted; the last finished epoch is checkpointed in {run_dir}. Continue with:\n"
-            f"  esper train {controller} --resume {run_dir}",
+            f"  {command} --resume {run_dir}",
             err=True,
         )
         sys.exit(130)
