@@ -1,7 +1,8 @@
 """The README's examples do what they say.
 
-Python blocks run as written; a ``print(...)  # TEXT`` line promises that TEXT (up to a ``:``
-that starts an explanation) is printed, and the printed lines must hold every promise in order.
+Python blocks run as written (in this process, in a temporary folder); a
+``print(...)  # TEXT`` line promises that TEXT (up to a ``:`` that starts an explanation) is
+printed, and the printed lines must hold every promise in order.
 Every ``esper`` line of a bash block parses (its commands and options exist), and the
 "Command line" block runs as written, ``runs/<run>`` standing for the last run it trained
 (a ``train`` line without ``--epochs`` promises nothing about growth and runs 3 epochs).
@@ -14,8 +15,6 @@ import glob
 import io
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import click
@@ -38,10 +37,12 @@ def _promises(block: str) -> list[str]:
     return [comment.split(":")[0].strip() for comment in comments]
 
 
-def _run_python(block: str, cwd: Path) -> list[str]:
-    out = subprocess.run([sys.executable, "-c", block], cwd=cwd, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    return _check_promises(block, out.stdout)
+def _run_python(block: str) -> list[str]:
+    """Run a README block in this process (in the current folder); its printed lines."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(block, str(README), "exec"), {})
+    return _check_promises(block, printed.getvalue())
 
 
 def _check_promises(block: str, stdout: str) -> list[str]:
@@ -62,10 +63,7 @@ def test_the_readme_has_the_examples_this_file_checks():
 
 
 def test_the_slot_example_walks_one_seed_to_fossilized():
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        exec(compile(PYTHON[0], str(README), "exec"), {})  # writes no files: runs in this process
-    lines = _check_promises(PYTHON[0], printed.getvalue())
+    lines = _run_python(PYTHON[0])
     stages = [line.split()[1] for line in lines[1:]]
     assert stages[-1] == "FOSSILIZED"
     assert list(dict.fromkeys(stages)) == ["TRAINING", "BLENDING", "HOLDING", "FOSSILIZED"]
@@ -102,17 +100,17 @@ def _leaf_commands(group: click.Group) -> list[click.Command]:
 
 
 @pytest.mark.slow
-def test_the_python_run_grows_a_seed_that_load_grown_and_the_export_keep(tmp_path):
-    _run_python(PYTHON[1], tmp_path)
-    export = subprocess.run(
-        [sys.executable, "-m", "esper.cli.main", "export", "runs/impaired"], cwd=tmp_path, capture_output=True
-    )
-    assert export.returncode == 0, export.stderr
-    _run_python(PYTHON[2], tmp_path)
+def test_the_python_run_grows_a_seed_that_load_grown_and_the_export_keep(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _run_python(PYTHON[1])
+    export = CliRunner().invoke(cli, ["export", "runs/impaired"])
+    assert export.exit_code == 0, export.output
+    _run_python(PYTHON[2])
 
 
 @pytest.mark.slow
-def test_the_command_line_block_runs_as_written(tmp_path):
+def test_the_command_line_block_runs_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "run.toml").write_text(TOML[0])
     last_run = ""
     for args in _esper_lines(COMMAND_LINE):
@@ -120,10 +118,8 @@ def test_the_command_line_block_runs_as_written(tmp_path):
         if args[0] == "train" and "--epochs" not in args:
             args += ["--epochs", "3"]  # a line that promises only "default settings": keep it short
         args = [m for a in args for m in (sorted(glob.glob(a, root_dir=tmp_path)) if "*" in a else [a])]
-        out = subprocess.run(
-            [sys.executable, "-m", "esper.cli.main", *args], cwd=tmp_path, capture_output=True, text=True
-        )
-        assert out.returncode == 0, (args, out.stderr)
+        out = CliRunner().invoke(cli, args, prog_name="esper")
+        assert out.exit_code == 0, (args, out.output)
         if args[0] == "train":
             last_run = re.search(r"run dir\s+(\S+)", out.stdout).group(1)
             if "--max-seed-params" in args:  # the README's growing run
