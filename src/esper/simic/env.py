@@ -26,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from esper._gym import ENV_ID
 from esper.data import Task, get_task
 from esper.errors import CheckpointError, ConfigError
 from esper.kasmina.blueprints import BlueprintRegistry
@@ -49,8 +50,6 @@ from esper.tolaria.config import RunConfig
 from esper.tolaria.engine import Engine
 
 __all__ = ["ENV_ID", "MorphogenesisEnv"]
-
-ENV_ID = "esper/Morphogenesis-v0"
 
 _BLENDED = (SeedStage.BLENDING, SeedStage.HOLDING)
 
