@@ -16,6 +16,7 @@ import pytest
 import torch
 from cli_kit import popen_esper, run_esper
 
+from esper.errors import CheckpointError
 from esper.kasmina.blueprints import BlueprintRegistry
 from esper.tamiyo.features import feature_size
 from esper.tamiyo.masks import ActionLayout
@@ -111,3 +112,23 @@ def test_cli_unreachable_address_fails_fast_with_exit_2(tmp_path):
     assert f"no Ray cluster answers at address '127.0.0.1:{port}'" in result.stderr
     assert time.monotonic() - start < 60  # the CLI's imports included; Ray alone would retry for minutes
     assert not (tmp_path / "run").exists()
+
+
+def test_the_shipped_policy_trains_without_ppo_and_refuses_another_layout(tmp_path):
+    from esper.recipes.train import run_training
+    from esper.tamiyo.factory import make_controller
+    from esper.tamiyo.learned import pretrained_policy_path
+    from esper.tolaria.config import RunConfig
+
+    path = pretrained_policy_path()
+    assert path.stat().st_size < 400_000  # small enough to ship
+    torch.load(path, weights_only=True)
+    for epochs in (3, 5):  # episode lengths it was not trained on are fine: the budget is observed
+        config = RunConfig(task="digits-impaired", controller="learned", epochs=epochs, quiet=True,
+                           out=str(tmp_path / f"run{epochs}"))  # fmt: skip
+        assert run_training(config, make_controller(config))["epochs"] == epochs
+    other = RunConfig(task="digits-impaired", controller="learned", epochs=1, quiet=True, slots=["r0c1"],
+                      out=str(tmp_path / "one-slot"))  # fmt: skip
+    both = r"observation layout \(slots \['r0c0', 'r0c1'\].*is \(slots \['r0c1'\]"
+    with pytest.raises(CheckpointError, match=both):
+        run_training(other, make_controller(other))

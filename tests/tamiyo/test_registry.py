@@ -20,6 +20,7 @@ EXPECTED = {
     "static": StaticPolicy,
     "random": RandomPolicy,
     "policy": LearnedPolicy,
+    "learned": LearnedPolicy,
 }
 
 

@@ -248,9 +248,22 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     raise SystemExit(0)  # cli.main exits itself in standalone mode; this is for type checkers
 
 
+@click.command("learned")
+@common_run_options
+def train_learned(**params: Any) -> None:
+    """Grow seeds with the pretrained policy shipped with Esper.
+
+    No PPO training needed.
+
+    Which tasks and budgets it was trained for, and the command that retrains it, are in
+    docs/results.md; a run whose slots or blueprints differ from its layout is refused.
+    """
+    run_train(params, "learned")
+
+
 # ----------------------------------------------------------------------------- every command, here
 cli.add_command(train)
-for _command in (train_heuristic, train_static, train_random, train_policy, train_ppo_command):
+for _command in (train_heuristic, train_static, train_random, train_learned, train_policy, train_ppo_command):
     train.add_command(_command)
 for _command in (eval_command, report, export):
     cli.add_command(_command)

@@ -34,7 +34,17 @@ EVAL_SEED_OFFSET = 10_000
     "--episode-length", type=int, default=10, show_default=True, help="Steps (host epochs) per episode."
 )
 @click.option(
-    "--reward", type=click.Choice(["shaped", "sparse", "basic"]), default="shaped", show_default=True
+    "--episode-lengths",
+    default=None,
+    metavar="N,N,...",
+    help="Draw each round's episode length from these (one policy for several budgets).",
+)
+@click.option(
+    "--reward",
+    type=click.Choice(["shaped", "sparse", "basic", "lifecycle"]),
+    default="shaped",
+    show_default=True,
+    help="lifecycle: pays for fossilized seeds' contributions every step, rent on model growth.",
 )
 @click.option("--ppo-epochs", type=int, default=4, show_default=True, help="Passes over each rollout.")
 @click.option("--lr", type=float, default=3e-4, show_default=True, help="Adam learning rate.")
@@ -102,12 +112,23 @@ def train_ppo_command(**params: Any) -> None:
     from esper.simic.training import PPORunConfig
 
     resume = params.pop("resume")
-    config = PPORunConfig(**params)
+    lengths = params.pop("episode_lengths")
+    config = PPORunConfig(**params, episode_lengths=_int_list("--episode-lengths", lengths))
     summary = run_ppo(config, resume=resume)
     click.echo(
         f"{summary['rounds']} rounds; last mean return {summary['final_mean_return']:.4f}, "
         f"final accuracy {summary['final_accuracy']:.4f}\n  policy  {summary['policy']}"
     )
+
+
+def _int_list(option: str, text: str | None) -> list[int] | None:
+    """``"20,40,60"`` -> ``[20, 40, 60]``; a bad entry names the option and the value."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated integers like 20,40,60; got {text!r}") from None
 
 
 def _controller_fields(spec: str) -> dict[str, Any]:

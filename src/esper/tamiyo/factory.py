@@ -53,3 +53,10 @@ def _learned(config: RunConfig) -> Policy:
 
     assert config.policy is not None, "RunConfig refuses controller 'policy' without a policy path"
     return LearnedPolicy(config.policy)
+
+
+@ControllerRegistry.register("learned", description="the pretrained policy shipped with Esper")
+def _pretrained(config: RunConfig) -> Policy:
+    from esper.tamiyo.learned import LearnedPolicy, pretrained_policy_path
+
+    return LearnedPolicy(pretrained_policy_path())

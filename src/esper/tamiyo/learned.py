@@ -183,6 +183,22 @@ class LearnedPolicy:
         self.lstm_state = (state["lstm_h"].clone(), state["lstm_c"].clone()) if has_state else None
 
 
+PRETRAINED = "digits.pt"
+"""The shipped policy (``esper/tamiyo/pretrained/``): see docs/results.md for what it was
+trained on and the command that retrains it."""
+
+
+def pretrained_policy_path() -> Path:
+    """Where the shipped policy lies inside the installed package."""
+    path = Path(__file__).with_name("pretrained") / PRETRAINED
+    if not path.is_file():
+        raise CheckpointError(
+            f"the pretrained policy {str(path)!r} is missing from this installation; reinstall Esper "
+            f"or pass a policy.pt of your own (esper train policy --policy PATH)"
+        )
+    return path
+
+
 def _describe(layout: dict[str, Any]) -> str:
     return (
         f"(slots {layout.get('slots')}, blueprints {layout.get('blueprints')}, "

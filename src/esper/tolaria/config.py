@@ -18,7 +18,7 @@ from esper.errors import ConfigError, did_you_mean
 
 __all__ = ["AMP_MODES", "CONTROLLERS", "RESUMABLE", "RunConfig", "load_config_file"]
 
-CONTROLLERS: tuple[str, ...] = ("heuristic", "static", "random", "policy")
+CONTROLLERS: tuple[str, ...] = ("heuristic", "static", "random", "learned", "policy")
 AMP_MODES: tuple[str, ...] = ("auto", "none", "bf16", "fp16")
 SEED_LIMIT = 2**63
 """Seeds are below 2**63: torch takes 64 bits, and derived seeds (seed + offsets) must fit too."""
