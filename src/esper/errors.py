@@ -39,6 +39,11 @@ class CheckpointError(EsperError, ValueError):
     """A checkpoint that is missing, corrupted, or does not fit the model."""
 
 
+class DistributedError(EsperError, ValueError):
+    """A data-parallel launch that cannot train: a device the ranks cannot have, more ranks than
+    batches, data that cannot be split."""
+
+
 def did_you_mean(given: str, known: list[str] | tuple[str, ...]) -> str:
     """Return a ' Did you mean X?' hint for the closest known name, or ''."""
     import difflib

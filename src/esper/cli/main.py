@@ -106,6 +106,7 @@ def _run_train(params: Mapping[str, Any], controller: str) -> None:
     """Build the config and controller, train, and print the summary."""
     from esper.recipes.train import default_run_dir, run_training
     from esper.tamiyo.factory import make_controller
+    from esper.tolaria.distributed import Launch
 
     config = build_config(params, controller=controller)
     resume = params.get("resume") is not None
@@ -114,7 +115,8 @@ def _run_train(params: Mapping[str, Any], controller: str) -> None:
     run_dir = Path(str(config.out))
     with _cleanup_if_unused(run_dir), _interrupt_hint(run_dir, config.controller):
         summary = run_training(config, make_controller(config), resume=resume)
-    _print_summary(summary, run_dir)
+    if Launch.from_env().rank == 0:  # under torchrun, one summary, not one per rank
+        _print_summary(summary, run_dir)
 
 
 @contextlib.contextmanager

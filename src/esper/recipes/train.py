@@ -9,6 +9,9 @@ The end of a run is decided explicitly: the summary's metrics are those of the f
 (BLENDING, HOLDING at their alpha, FOSSILIZED) — exactly what ``esper export`` writes and
 ``load_grown`` computes; a seed still GERMINATED or TRAINING leaves the output unchanged and
 is not counted.
+
+Under ``torchrun`` every rank runs this recipe (:func:`distributed_session`): each trains its
+shard, and rank 0 alone writes the run directory; the others keep no file sinks.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from esper.tolaria.checkpoint import (
     set_rng_state,
 )
 from esper.tolaria.config import RunConfig
+from esper.tolaria.distributed import Communicator, Launch, check_world_size, distributed_session
 from esper.tolaria.engine import Engine
 from esper.tolaria.export import InputSpec
 
@@ -66,7 +70,8 @@ def run_training(
 ) -> dict[str, Any]:
     """Train one run and return its summary; everything it leaves is in ``config.out``.
 
-    A fresh run refuses a directory that already holds a checkpoint (use ``resume``).
+    A fresh run refuses a directory that already holds a checkpoint (use ``resume``). Launched
+    with several ranks (``torchrun``), it trains data-parallel; ``extra_sinks`` are rank 0's.
     """
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     if resume and not (run_dir / CHECKPOINT_NAME).is_file():
@@ -81,21 +86,44 @@ def run_training(
         config.task, data_dir=config.data_dir, text_file=config.text_file, batch_size=config.batch_size
     )
     saved = load_checkpoint(run_dir / CHECKPOINT_NAME) if resume else None
-    epochs = config.epochs or task.default_epochs
-    run_dir.mkdir(parents=True, exist_ok=True)
-    sinks = run_sinks(
-        run_dir, resume=resume, quiet=config.quiet, tensorboard=config.tensorboard, total_epochs=epochs
-    )
-    with Telemetry([*sinks, *(extra_sinks or [])]) as telemetry:
-        engine = engine_for_task(config, task, telemetry)
+    launch = Launch.from_env()
+    check_world_size(-(-task.n_train // task.batch_size), launch.world_size, f"task {task.name!r}")
+    with distributed_session(config.device, launch) as comm:
+        summary = _train(config, task, controller, comm, saved, extra_sinks or [])
+    if comm.is_main:
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_report(run_dir)
+    return summary
+
+
+def _train(
+    config: RunConfig,
+    task: Task,
+    controller: Policy,
+    comm: Communicator,
+    saved: dict[str, Any] | None,
+    extra_sinks: list[Sink],
+) -> dict[str, Any]:
+    """The run on this rank: sinks and config.json on rank 0, the engine, the loop."""
+    run_dir = Path(str(config.out))
+    sinks: list[Sink] = []
+    if comm.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        epochs = config.epochs or task.default_epochs
+        resume = saved is not None
+        sinks = run_sinks(
+            run_dir, resume=resume, quiet=config.quiet, tensorboard=config.tensorboard, total_epochs=epochs
+        )
+        sinks += extra_sinks
+    with Telemetry(sinks) as telemetry:
+        engine = engine_for_task(config, task, telemetry, comm)
         resolved = resolve_config(config, engine, task)
-        atomic_write_text(run_dir / "config.json", json.dumps(resolved.to_dict(), indent=2) + "\n")
+        if comm.is_main:
+            atomic_write_text(run_dir / "config.json", json.dumps(resolved.to_dict(), indent=2) + "\n")
         if saved is not None:
             restore(engine, controller, saved, run_dir)
         summary = run_engine(engine, controller, resolved, task, run_dir)
     summary["run_dir"] = str(run_dir)
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    write_report(run_dir)
     return summary
 
 
@@ -108,6 +136,7 @@ def resolve_config(config: RunConfig, engine: Engine, task: Task) -> RunConfig:
         device=str(engine.device),
         amp=engine.config.amp,
         blueprints=list(engine.blueprints),
+        world_size=engine.comm.world_size,
     )
 
 
@@ -141,7 +170,7 @@ def run_engine(
     while engine.epoch < epochs:
         engine.train_epoch()
         engine.ask(controller)
-        if engine.epoch % every == 0 or engine.epoch == epochs:
+        if engine.comm.is_main and (engine.epoch % every == 0 or engine.epoch == epochs):
             save(engine, controller, config, spec, run_dir / CHECKPOINT_NAME)
     summary = summarize(engine, task.name, controller.name, config.seed)
     engine.telemetry.emit(RunFinished(epoch=engine.epoch, summary=summary))
@@ -180,4 +209,5 @@ def summarize(engine: Engine, task: str, controller: str, seed: int) -> dict[str
         "wall_time_s": round(engine.wall_time_s, 3),
         "device": str(engine.device),
         "amp": engine.config.amp,
+        "world_size": engine.comm.world_size,
     }
