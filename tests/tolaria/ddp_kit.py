@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 import torch.multiprocessing as mp
-from torch import nn
 from tolaria_kit import ScriptedPolicy, tiny_task
+from torch import nn
 
 from esper import CNNHost, MorphogeneticModel, QualityGates, inject_slots
 from esper.leyline.actions import Action, LifecycleOp
@@ -27,7 +27,6 @@ from esper.tolaria.data import TaskBatches
 from esper.tolaria.distributed import Communicator, Launch, ddp_wrap, distributed_session
 from esper.tolaria.engine import Engine, EngineConfig
 
-EPOCHS = 11
 GLOBAL_BATCH = 32
 
 
@@ -61,7 +60,8 @@ GATES = QualityGates(min_training_epochs=1, min_holding_epochs=0, embargo_epochs
 def cnn_host() -> MorphogeneticModel:
     """The digits host (with BatchNorm: its statistics must follow rank 0)."""
     torch.manual_seed(0)
-    return MorphogeneticModel(CNNHost(num_classes=10, n_blocks=2, base_channels=4, in_channels=1), gates=GATES)
+    host = CNNHost(num_classes=10, n_blocks=2, base_channels=4, in_channels=1)
+    return MorphogeneticModel(host, gates=GATES)
 
 
 def plain_net() -> MorphogeneticModel:
@@ -89,15 +89,15 @@ class StaleWrap:
         return self.wrapped
 
 
-def run_scenario(comm: Communicator, model: str, rewrap: bool) -> dict[str, Any]:
-    """The scripted lifecycle for ``EPOCHS`` epochs; the model's state after every epoch."""
+def run_scenario(comm: Communicator, model: str, rewrap: bool, epochs: int) -> dict[str, Any]:
+    """The scripted lifecycle for ``epochs`` epochs; the model's state after every epoch."""
     task = tiny_task(n_train=192, n_val=96)
     per_rank = GLOBAL_BATCH // comm.world_size
     engine = Engine(
         MODELS[model](),
         TaskBatches(task.train, per_rank, comm.device, seed=0),
         TaskBatches(task.val, per_rank, comm.device, seed=None),
-        EngineConfig(epochs=EPOCHS, lr=1e-2),
+        EngineConfig(epochs=epochs, lr=1e-2),
         loss_fn=task.loss,
         metric_fn=task.correct,
         comm=comm,
@@ -105,16 +105,22 @@ def run_scenario(comm: Communicator, model: str, rewrap: bool) -> dict[str, Any]
     )
     controller = ScriptedPolicy(lifecycle)
     states, stages = [], []
-    while engine.epoch < EPOCHS:
+    while engine.epoch < epochs:
         engine.train_epoch()
         engine.ask(controller)
-        states.append({k: v.detach().clone() for k, v in engine.model.state_dict().items() if torch.is_tensor(v)})
+        state = engine.model.state_dict()
+        states.append({k: v.detach().clone() for k, v in state.items() if torch.is_tensor(v)})
         stages.append({s.slot_id: int(s.stage) for s in engine.model.slots()})
     val_loss, val_acc = engine.evaluate()
     return {"states": states, "stages": stages, "history": engine.history, "final": (val_loss, val_acc)}
 
 
-SCENARIOS = (("lifecycle", "cnn", True), ("equivalence", "plain", True), ("stale", "cnn", False))
+SCENARIOS = {
+    "lifecycle": ("cnn", True, 11),  # germinate .. fossilize, and prune .. RESETTING
+    "equivalence": ("plain", True, 7),  # through germinate, TRAINING, BLENDING, HOLDING
+    "stale": ("cnn", False, 5),  # the seed trains from epoch 2 on
+}
+"""name -> (model, re-wrap after growth, epochs)."""
 
 
 def worker(rank: int, world_size: int, port: int, out: str) -> None:
@@ -123,8 +129,8 @@ def worker(rank: int, world_size: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     launch = Launch(rank=rank, world_size=world_size, local_rank=rank)
     with distributed_session("cpu", launch, timeout=timedelta(seconds=60)) as comm:
-        for name, model, rewrap in SCENARIOS:
-            torch.save(run_scenario(comm, model, rewrap), Path(out) / f"{name}-rank{rank}.pt")
+        for name, (model, rewrap, epochs) in SCENARIOS.items():
+            torch.save(run_scenario(comm, model, rewrap, epochs), Path(out) / f"{name}-rank{rank}.pt")
 
 
 def free_port() -> int:

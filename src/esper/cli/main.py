@@ -13,7 +13,7 @@ import importlib.util
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -21,6 +21,9 @@ from esper import __version__
 from esper.cli.options import RESUME_OVERRIDES, build_config, common_run_options
 from esper.data import task_descriptions
 from esper.errors import EsperError, did_you_mean
+
+if TYPE_CHECKING:
+    from esper.tolaria.distributed import Launch
 
 __all__ = ["RESUME_OVERRIDES", "build_config", "cli", "common_run_options", "main", "train"]
 
@@ -113,9 +116,14 @@ def _run_train(params: Mapping[str, Any], controller: str) -> None:
     if config.out is None:
         config = config.replace(out=str(default_run_dir(config)))
     run_dir = Path(str(config.out))
-    with _cleanup_if_unused(run_dir), _interrupt_hint(run_dir, config.controller):
+    launch = Launch.from_env()
+    with (
+        _cleanup_if_unused(run_dir),
+        _interrupt_hint(run_dir, config.controller),
+        _lost_rank_hint(run_dir, config.controller, launch),
+    ):
         summary = run_training(config, make_controller(config), resume=resume)
-    if Launch.from_env().rank == 0:  # under torchrun, one summary, not one per rank
+    if launch.rank == 0:  # under torchrun, one summary, not one per rank
         _print_summary(summary, run_dir)
 
 
@@ -143,6 +151,24 @@ def _interrupt_hint(run_dir: Path, controller: str) -> Iterator[None]:
             err=True,
         )
         sys.exit(130)
+
+
+@contextlib.contextmanager
+def _lost_rank_hint(run_dir: Path, controller: str, launch: Launch) -> Iterator[None]:
+    """Under torchrun, when a collective fails (another rank died), say how to continue."""
+    try:
+        yield
+    except RuntimeError:
+        if launch.world_size > 1:
+            click.echo(
+                f"\nrank {launch.rank} of {launch.world_size} stopped: a collective operation failed, "
+                f"most likely because another rank died (see the launcher's report). The last "
+                f"checkpoint in {run_dir} is intact. Continue with:\n"
+                f"  torchrun --nproc-per-node {launch.world_size} -m esper train {controller} "
+                f"--resume {run_dir}",
+                err=True,
+            )
+        raise
 
 
 def _print_summary(summary: Mapping[str, Any], run_dir: Path) -> None:
