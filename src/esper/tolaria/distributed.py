@@ -233,7 +233,7 @@ def check_world_size(n_batches: int, world_size: int, what: str) -> None:
     if world_size > n_batches:
         raise DistributedError(
             f"world size {world_size} is larger than the {n_batches} batch(es) of {what}: every rank "
-            f"needs at least one batch per epoch; start at most {n_batches} processes or use a "
+            f"needs at least one batch per epoch; start at most {n_batches} process(es) or use a "
             f"smaller --batch-size"
         )
 
