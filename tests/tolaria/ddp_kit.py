@@ -18,13 +18,13 @@ import torch.multiprocessing as mp
 from tolaria_kit import ScriptedPolicy, tiny_task
 from torch import nn
 
-from esper import CNNHost, MorphogeneticModel, QualityGates, inject_slots
+from esper import CNNHost, Grower, MorphogeneticModel, QualityGates, inject_slots
 from esper.leyline.actions import Action, LifecycleOp
 from esper.leyline.alpha import AlphaAlgorithm
 from esper.leyline.observation import Observation
 from esper.leyline.stages import SeedStage
-from esper.tolaria.data import TaskBatches
-from esper.tolaria.distributed import Communicator, Launch, ddp_wrap, distributed_session
+from esper.tolaria.data import TaskBatches, set_data_epoch
+from esper.tolaria.distributed import Communicator, Launch, ddp_wrap, distributed_session, shard_data
 from esper.tolaria.engine import Engine, EngineConfig
 
 GLOBAL_BATCH = 32
@@ -123,6 +123,36 @@ SCENARIOS = {
 """name -> (model, re-wrap after growth, epochs)."""
 
 
+def run_grower(comm: Communicator, epochs: int) -> dict[str, Any]:
+    """The own-loop object: the user's loop trains through ``grower.forward_model``."""
+    task = tiny_task(n_train=192, n_val=96)
+    model = plain_net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    val = TaskBatches(task.val, GLOBAL_BATCH // comm.world_size, comm.device, seed=None)
+    controller = ScriptedPolicy(lifecycle)
+    grower = Grower(model, optimizer, epochs=epochs, controller=controller, val_data=val, comm=comm)
+    train = shard_data(
+        TaskBatches(task.train, GLOBAL_BATCH // comm.world_size, comm.device, seed=0),
+        comm.rank,
+        comm.world_size,
+        train=True,
+    )
+    states, stages = [], []
+    for epoch in range(epochs):
+        set_data_epoch(train, epoch)
+        forward, total = grower.forward_model, 0.0
+        for x, y in train:
+            optimizer.zero_grad(set_to_none=True)
+            loss = task.loss(forward(x), y)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        grower.step(train_loss=total / len(train))
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items() if torch.is_tensor(v)})
+        stages.append({s.slot_id: int(s.stage) for s in model.slots()})
+    return {"states": states, "stages": stages}
+
+
 def worker(rank: int, world_size: int, port: int, out: str) -> None:
     """One rank: every scenario in turn on one process group."""
     torch.set_num_threads(1)
@@ -131,6 +161,7 @@ def worker(rank: int, world_size: int, port: int, out: str) -> None:
     with distributed_session("cpu", launch, timeout=timedelta(seconds=60)) as comm:
         for name, (model, rewrap, epochs) in SCENARIOS.items():
             torch.save(run_scenario(comm, model, rewrap, epochs), Path(out) / f"{name}-rank{rank}.pt")
+        torch.save(run_grower(comm, epochs=7), Path(out) / f"grower-rank{rank}.pt")
 
 
 def free_port() -> int:

@@ -158,8 +158,8 @@ def _lost_rank_hint(run_dir: Path, controller: str, launch: Launch) -> Iterator[
     """Under torchrun, when a collective fails (another rank died), say how to continue."""
     try:
         yield
-    except RuntimeError:
-        if launch.world_size > 1:
+    except RuntimeError as exc:
+        if launch.world_size > 1 and not isinstance(exc, EsperError):
             click.echo(
                 f"\nrank {launch.rank} of {launch.world_size} stopped: a collective operation failed, "
                 f"most likely because another rank died (see the launcher's report). The last "

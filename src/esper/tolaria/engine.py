@@ -221,14 +221,15 @@ class Engine:
         start = time.perf_counter()
         set_data_epoch(self.train_data, self.epoch)
         train = self.trainer.train_epoch(self.forward_model, iter_batches(self.train_data, self.device))
-        self.comm.sync_buffers(self.model)
         return self.finish_epoch(train, started=start)
 
     def finish_epoch(self, train: EpochMetrics | None = None, *, started: float | None = None) -> EpochReport:
-        """Everything after an epoch's training pass: governor (rollback), LR schedule,
-        validation, counterfactual contributions, every slot's ``step_epoch()`` and the
-        ``epoch_end`` event."""
+        """Everything after an epoch's training pass: rank 0's buffers everywhere, governor
+        (rollback), LR schedule, validation, counterfactual contributions, every slot's
+        ``step_epoch()`` and the ``epoch_end`` event. Under data parallelism ``train`` must be
+        the same on every rank (:meth:`train_epoch`'s is)."""
         start = time.perf_counter() if started is None else started
+        self.comm.sync_buffers(self.model)
         verdict = None if train is None else self.governor.verdict(train.loss)
         if verdict is not None:
             self._rollback(verdict)
