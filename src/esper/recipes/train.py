@@ -16,18 +16,23 @@ shard, and rank 0 alone writes the run directory; the others keep no file sinks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from esper.data import Task, get_task
-from esper.errors import CheckpointError, ConfigError
+from esper.errors import CheckpointError
 from esper.karn.report import write_report
 from esper.leyline.events import RunFinished, RunStarted
 from esper.leyline.observation import Policy
 from esper.nissa.io import atomic_write_text
 from esper.nissa.telemetry import Sink, Telemetry
+from esper.recipes.run_dir import RunDir
 from esper.recipes.sinks import run_sinks
 from esper.tolaria.build import engine_for_task
 from esper.tolaria.checkpoint import (
@@ -37,7 +42,7 @@ from esper.tolaria.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from esper.tolaria.config import RunConfig
+from esper.tolaria.config import RESUMABLE, RunConfig
 from esper.tolaria.distributed import Communicator, Launch, check_world_size, distributed_session
 from esper.tolaria.engine import Engine
 from esper.tolaria.export import InputSpec
@@ -70,30 +75,35 @@ def run_training(
 ) -> dict[str, Any]:
     """Train one run and return its summary; everything it leaves is in ``config.out``.
 
-    A fresh run refuses a directory that already holds a checkpoint (use ``resume``). Launched
-    with several ranks (``torchrun``), it trains data-parallel; ``extra_sinks`` are rank 0's.
+    The run folder is a :class:`~esper.recipes.run_dir.RunDir` of kind ``"train"``: a fresh
+    run refuses a folder that holds any Esper file, the folder is locked while training, and a
+    resume refuses settings outside :data:`~esper.tolaria.config.RESUMABLE` (the world size
+    included). A resume of a run killed after its last epoch but before its summary writes the
+    summary and report. Launched with several ranks (``torchrun``), it trains data-parallel:
+    rank 0 holds and writes the folder (``extra_sinks`` are rank 0's), the others never touch it.
     """
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     if resume and not (run_dir / CHECKPOINT_NAME).is_file():
         raise CheckpointError(f"cannot resume: no {CHECKPOINT_NAME} in {str(run_dir)!r}")
-    if not resume and (run_dir / CHECKPOINT_NAME).exists():
-        raise ConfigError(
-            f"{str(run_dir)!r} already holds a run; pass --resume {run_dir} to continue it "
-            f"or choose another --out"
-        )
-    config = config.replace(out=str(run_dir))
-    task = get_task(
-        config.task, data_dir=config.data_dir, text_file=config.text_file, batch_size=config.batch_size
-    )
-    saved = load_checkpoint(run_dir / CHECKPOINT_NAME) if resume else None
     launch = Launch.from_env()
+    config = config.replace(out=str(run_dir), world_size=launch.world_size)
+    task = task_of(config)
     check_world_size(-(-task.n_train // task.batch_size), launch.world_size, f"task {task.name!r}")
-    with distributed_session(config.device, launch) as comm:
-        summary = _train(config, task, controller, comm, saved, extra_sinks or [])
-    if comm.is_main:
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        write_report(run_dir)
-    return summary
+    saved = load_checkpoint(run_dir / CHECKPOINT_NAME) if resume else None
+    with (
+        _run_folder(run_dir, config, resume, launch) as folder,
+        distributed_session(config.device, launch) as comm,
+    ):
+        return _train(config, task, controller, comm, folder, saved, extra_sinks or [])
+
+
+def _run_folder(
+    run_dir: Path, config: RunConfig, resume: bool, launch: Launch
+) -> AbstractContextManager[RunDir | None]:
+    """Rank 0 checks, locks and marks the run folder; the other ranks never touch it."""
+    if launch.rank != 0:
+        return contextlib.nullcontext()
+    return RunDir.open(run_dir, kind="train", resume=resume, config=config.to_dict(), resumable=RESUMABLE)
 
 
 def _train(
@@ -101,30 +111,45 @@ def _train(
     task: Task,
     controller: Policy,
     comm: Communicator,
+    folder: RunDir | None,
     saved: dict[str, Any] | None,
     extra_sinks: list[Sink],
 ) -> dict[str, Any]:
-    """The run on this rank: sinks and config.json on rank 0, the engine, the loop."""
+    """The run on this rank; with ``folder`` (rank 0) also everything it leaves on disk."""
     run_dir = Path(str(config.out))
     sinks: list[Sink] = []
-    if comm.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if folder is not None:
         epochs = config.epochs or task.default_epochs
-        resume = saved is not None
-        sinks = run_sinks(
-            run_dir, resume=resume, quiet=config.quiet, tensorboard=config.tensorboard, total_epochs=epochs
-        )
+        resume, quiet, tensorboard = folder.resume, config.quiet, config.tensorboard
+        sinks = run_sinks(run_dir, resume=resume, quiet=quiet, tensorboard=tensorboard, total_epochs=epochs)
         sinks += extra_sinks
     with Telemetry(sinks) as telemetry:
         engine = engine_for_task(config, task, telemetry, comm)
         resolved = resolve_config(config, engine, task)
-        if comm.is_main:
+        if folder is not None:
+            folder.record_resolved(resolved.to_dict())
             atomic_write_text(run_dir / "config.json", json.dumps(resolved.to_dict(), indent=2) + "\n")
         if saved is not None:
             restore(engine, controller, saved, run_dir)
         summary = run_engine(engine, controller, resolved, task, run_dir)
     summary["run_dir"] = str(run_dir)
+    summary["torch_threads"] = torch.get_num_threads()  # results depend on it
+    if folder is not None:
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_report(run_dir)
     return summary
+    return summary
+
+
+def task_of(config: RunConfig) -> Task:
+    """The task a run config names, with its options (data folder, text, batch, host width)."""
+    return get_task(
+        config.task,
+        data_dir=config.data_dir,
+        text_file=config.text_file,
+        batch_size=config.batch_size,
+        host_channels=config.host_channels,
+    )
 
 
 def resolve_config(config: RunConfig, engine: Engine, task: Task) -> RunConfig:
@@ -136,7 +161,6 @@ def resolve_config(config: RunConfig, engine: Engine, task: Task) -> RunConfig:
         device=str(engine.device),
         amp=engine.config.amp,
         blueprints=list(engine.blueprints),
-        world_size=engine.comm.world_size,
     )
 
 
@@ -207,6 +231,7 @@ def summarize(engine: Engine, task: str, controller: str, seed: int) -> dict[str
         **engine.counters,
         "rollbacks": engine.governor.rollbacks,
         "wall_time_s": round(engine.wall_time_s, 3),
+        "train_flops": engine.train_flops,
         "device": str(engine.device),
         "amp": engine.config.amp,
         "world_size": engine.comm.world_size,

@@ -15,6 +15,7 @@ from esper.tolaria.config import RunConfig
 from esper.tolaria.data import TaskBatches
 from esper.tolaria.distributed import Communicator
 from esper.tolaria.engine import Engine, EngineConfig
+from esper.tolaria.governor import loss_ceiling
 
 __all__ = ["engine_config", "engine_for_task", "seed_everything"]
 
@@ -40,6 +41,7 @@ def engine_config(config: RunConfig, task: Task, device: torch.device) -> Engine
         governor_spike_factor=config.governor_spike_factor,
         governor_spike_margin=config.governor_spike_margin,
         governor_window=config.governor_window,
+        governor_ceiling=loss_ceiling(task.num_classes),  # the task's loss is cross-entropy
     )
 
 

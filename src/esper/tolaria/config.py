@@ -16,10 +16,27 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from esper.errors import ConfigError, did_you_mean
 
-__all__ = ["AMP_MODES", "CONTROLLERS", "RunConfig", "load_config_file"]
+__all__ = ["AMP_MODES", "CONTROLLERS", "RESUMABLE", "RunConfig", "load_config_file"]
 
 CONTROLLERS: tuple[str, ...] = ("heuristic", "static", "random", "policy")
 AMP_MODES: tuple[str, ...] = ("auto", "none", "bf16", "fp16")
+SEED_LIMIT = 2**63
+"""Seeds are below 2**63: torch takes 64 bits, and derived seeds (seed + offsets) must fit too."""
+RESUMABLE: frozenset[str] = frozenset(
+    {
+        "epochs",
+        "out",
+        "device",
+        "compile",
+        "compile_backend",
+        "checkpoint_every",
+        "data_dir",
+        "text_file",
+        "tensorboard",
+        "quiet",
+    }
+)
+"""The settings a resume may change: where and how fast it runs, not what it learns."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,8 @@ class RunConfig:
     quiet: bool = False
     slots: list[str] | None = None
     max_seed_params: int | None = None
+    host_channels: int | None = None
+    """The host's width (CNN base channels / transformer embedding width); None: the task's."""
     plateau_window: int = 3
     plateau_min_delta: float = 0.005
     min_training_epochs: int = 3
@@ -146,6 +165,7 @@ def _value_problems(cfg: RunConfig) -> list[str]:
         "blend_tempo_epochs",
         "max_seed_params",
         "world_size",
+        "host_channels",
     ):
         v = getattr(cfg, name)
         if isinstance(v, int) and v < 1:
@@ -162,7 +182,43 @@ def _value_problems(cfg: RunConfig) -> list[str]:
         p.append("lr: must be > 0")
     if isinstance(cfg.governor_spike_factor, int | float) and not cfg.governor_spike_factor > 1:
         p.append(f"governor_spike_factor: must be > 1, got {cfg.governor_spike_factor}")
-    return p
+    return p + _seed_problems(cfg) + _backend_problems(cfg) + _blueprint_problems(cfg)
+
+
+def _seed_problems(cfg: RunConfig) -> list[str]:
+    if type(cfg.seed) is int and not 0 <= cfg.seed < SEED_LIMIT:
+        return [f"seed: must be in [0, 2**63), got {cfg.seed}"]
+    return []
+
+
+def _backend_problems(cfg: RunConfig) -> list[str]:
+    """An unknown ``compile_backend`` (torch's registry; imported only for a non-default name)."""
+    if not isinstance(cfg.compile_backend, str) or cfg.compile_backend == "inductor":
+        return []
+    import torch._dynamo
+
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if cfg.compile_backend in known:
+        return []
+    return [
+        f"compile_backend: {cfg.compile_backend!r} is not a torch.compile backend; the backends are "
+        f"{', '.join(known)}." + did_you_mean(cfg.compile_backend, known)
+    ]
+
+
+def _blueprint_problems(cfg: RunConfig) -> list[str]:
+    """Blueprint names that no topology registers (the registry is imported only when needed)."""
+    if not isinstance(cfg.blueprints, list):
+        return []
+    from esper.kasmina.blueprints import TOPOLOGIES, BlueprintRegistry
+
+    known = sorted({name for t in TOPOLOGIES for name in BlueprintRegistry.names(t)})
+    return [
+        f"blueprints: unknown blueprint {name!r}; the blueprints are {', '.join(known)}."
+        + did_you_mean(name, known)
+        for name in cfg.blueprints
+        if name not in known
+    ]
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -170,7 +226,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {str(p)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+            f"pass a JSON or TOML file of settings"
+        ) from None
     try:
         if p.suffix.lower() == ".toml":
             data = tomllib.loads(text)

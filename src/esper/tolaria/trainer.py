@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.functional import cross_entropy
+from torch.utils.flop_counter import FlopCounterMode
 
 from esper.kasmina.model import MorphogeneticModel
 from esper.kasmina.slot import SeedSlot
@@ -55,10 +56,13 @@ def accuracy_hits(logits: Tensor, targets: Tensor) -> tuple[Tensor, int]:
 
 @dataclass(frozen=True, slots=True)
 class EpochMetrics:
-    """Mean loss and accuracy over one pass."""
+    """Mean loss and accuracy over one pass; a training pass may also say how many examples it
+    saw and the training FLOPs per example it measured (None when not counted)."""
 
     loss: float
     accuracy: float
+    examples: int = 0
+    flops_per_example: float | None = None
 
 
 class Trainer:
@@ -94,18 +98,30 @@ class Trainer:
         self.grad_clip = grad_clip
         self.scaler = make_scaler(amp, device)
 
-    def train_epoch(self, forward: nn.Module, batches: Iterable[tuple[Any, Tensor]]) -> EpochMetrics:
-        """One pass of training through ``forward``."""
+    def train_epoch(
+        self, forward: nn.Module, batches: Iterable[tuple[Any, Tensor]], *, count_flops: bool = False
+    ) -> EpochMetrics:
+        """One pass of training through ``forward``.
+
+        With ``count_flops`` the first batch runs under ``FlopCounterMode`` (the real step,
+        counted, not an extra pass) and the result reports FLOPs per example.
+        """
         forward.train()
         loss_sum = torch.zeros((), device=self.device)
         hits = torch.zeros((), device=self.device, dtype=torch.long)
-        count = 0
+        count = examples = 0
+        per_example: float | None = None
         for x, y in batches:
-            loss, batch_hits, n = self._train_step(forward, x, y)
+            if count_flops and per_example is None:
+                with FlopCounterMode(display=False) as counter:
+                    loss, batch_hits, n = self._train_step(forward, x, y)
+                per_example = counter.get_total_flops() / max(_batch_size(x), 1)
+            else:
+                loss, batch_hits, n = self._train_step(forward, x, y)
             loss_sum += loss.detach() * n
             hits += batch_hits
             count += n
-        return self._metrics(loss_sum, hits, count)
+        return self._metrics(loss_sum, hits, count, examples, per_example)
 
     def _train_step(self, forward: nn.Module, x: Any, y: Tensor) -> tuple[Tensor, Tensor, int]:
         opt = self.groups.optimizer
@@ -139,12 +155,21 @@ class Trainer:
             count += n
         return self._metrics(loss_sum, hits, count)
 
-    def _metrics(self, loss_sum: Tensor, hits: Tensor, count: int) -> EpochMetrics:
-        totals = torch.stack([loss_sum.double(), hits.double(), loss_sum.new_tensor(count).double()])
-        loss, n_hits, n = self.reduce(totals).tolist()  # host sync, once
+    def _metrics(
+        self,
+        loss_sum: Tensor,
+        hits: Tensor,
+        count: int,
+        examples: int = 0,
+        flops_per_example: float | None = None,
+    ) -> EpochMetrics:
+        """The pass's means (and examples seen), summed over ranks first."""
+        counts = loss_sum.new_tensor([count, examples], dtype=torch.float64)
+        totals = torch.cat([torch.stack([loss_sum.double(), hits.double()]), counts])
+        loss, n_hits, n, seen = self.reduce(totals).tolist()  # host sync, once
         if n == 0:
             raise ValueError("no batches: the dataset split is empty")
-        return EpochMetrics(loss=loss / n, accuracy=n_hits / n)
+        return EpochMetrics(loss / n, n_hits / n, int(seen), flops_per_example)
 
     @torch.no_grad()
     def counterfactuals(
@@ -188,6 +213,11 @@ class Trainer:
 def _call(forward: nn.Module, x: Any) -> Tensor:
     """Positional arguments from a tuple input, else the input itself."""
     return forward(*x) if isinstance(x, tuple) else forward(x)
+
+
+def _batch_size(x: Any) -> int:
+    first = x[0] if isinstance(x, tuple) else x
+    return int(first.shape[0]) if isinstance(first, Tensor) else 0
 
 
 def _scalar(loss: Tensor) -> Tensor:
