@@ -54,6 +54,21 @@ def lifecycle(observation: Observation) -> Action | None:
     return None
 
 
+def widen(observation: Observation) -> Action | None:
+    """Width growth in the second slot, to FOSSILIZED (merged into the host's layers, whose
+    parameters are then new tensors: the re-wrap must pick them up)."""
+    slot = observation.slots[1]
+    if slot.stage == SeedStage.DORMANT:
+        return Action(LifecycleOp.GERMINATE, slot=slot.slot_id, blueprint="widen", tempo_epochs=2)
+    if slot.stage in (SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING):
+        return Action(LifecycleOp.ADVANCE, slot=slot.slot_id)
+    if slot.stage == SeedStage.HOLDING:
+        return Action(LifecycleOp.FOSSILIZE, slot=slot.slot_id)
+    return None
+
+
+SCRIPTS = {"lifecycle": lifecycle, "widen": widen}
+
 GATES = QualityGates(min_training_epochs=1, min_holding_epochs=0, embargo_epochs=1, permissive=True)
 
 
@@ -89,7 +104,9 @@ class StaleWrap:
         return self.wrapped
 
 
-def run_scenario(comm: Communicator, model: str, rewrap: bool, epochs: int) -> dict[str, Any]:
+def run_scenario(
+    comm: Communicator, model: str, rewrap: bool, epochs: int, script: str = "lifecycle"
+) -> dict[str, Any]:
     """The scripted lifecycle for ``epochs`` epochs; the model's state after every epoch."""
     task = tiny_task(n_train=192, n_val=96)
     per_rank = GLOBAL_BATCH // comm.world_size
@@ -103,7 +120,7 @@ def run_scenario(comm: Communicator, model: str, rewrap: bool, epochs: int) -> d
         comm=comm,
         wrap=None if rewrap else StaleWrap(),
     )
-    controller = ScriptedPolicy(lifecycle)
+    controller = ScriptedPolicy(SCRIPTS[script])
     states, stages = [], []
     while engine.epoch < epochs:
         engine.train_epoch()
@@ -116,11 +133,12 @@ def run_scenario(comm: Communicator, model: str, rewrap: bool, epochs: int) -> d
 
 
 SCENARIOS = {
-    "lifecycle": ("cnn", True, 11),  # germinate .. fossilize, and prune .. RESETTING
-    "equivalence": ("plain", True, 7),  # through germinate, TRAINING, BLENDING, HOLDING
-    "stale": ("cnn", False, 5),  # the seed trains from epoch 2 on
+    "lifecycle": ("cnn", True, 11, "lifecycle"),  # germinate .. fossilize, and prune .. RESETTING
+    "width": ("cnn", True, 7, "widen"),  # width growth, fossilized into the host
+    "equivalence": ("plain", True, 7, "lifecycle"),  # through germinate, TRAINING, BLENDING, HOLDING
+    "stale": ("cnn", False, 5, "lifecycle"),  # the seed trains from epoch 2 on
 }
-"""name -> (model, re-wrap after growth, epochs)."""
+"""name -> (model, re-wrap after growth, epochs, script)."""
 
 
 def run_grower(comm: Communicator, epochs: int) -> dict[str, Any]:
@@ -159,8 +177,9 @@ def worker(rank: int, world_size: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     launch = Launch(rank=rank, world_size=world_size, local_rank=rank)
     with distributed_session("cpu", launch, timeout=timedelta(seconds=60)) as comm:
-        for name, (model, rewrap, epochs) in SCENARIOS.items():
-            torch.save(run_scenario(comm, model, rewrap, epochs), Path(out) / f"{name}-rank{rank}.pt")
+        for name, (model, rewrap, epochs, script) in SCENARIOS.items():
+            result = run_scenario(comm, model, rewrap, epochs, script)
+            torch.save(result, Path(out) / f"{name}-rank{rank}.pt")
         torch.save(run_grower(comm, epochs=7), Path(out) / f"grower-rank{rank}.pt")
 
 

@@ -110,10 +110,19 @@ def _differing(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[s
 
 
 @pytest.mark.slow
-def test_ranks_stay_bit_identical_through_the_whole_lifecycle(two_ranks: Path) -> None:
-    r0, r1 = load(two_ranks, "lifecycle", 0), load(two_ranks, "lifecycle", 1)
+@pytest.mark.parametrize(
+    ("scenario", "stages"),
+    [
+        ("lifecycle", ("GERMINATED", "TRAINING", "BLENDING", "HOLDING", "FOSSILIZED", "PRUNED")),
+        ("width", ("GERMINATED", "TRAINING", "BLENDING", "HOLDING", "FOSSILIZED")),
+    ],
+)
+def test_ranks_stay_bit_identical_through_the_whole_lifecycle(
+    two_ranks: Path, scenario: str, stages: tuple[str, ...]
+) -> None:
+    r0, r1 = load(two_ranks, scenario, 0), load(two_ranks, scenario, 1)
     visited = {SeedStage(s) for epoch in r0["stages"] for s in epoch.values()}
-    for stage in ("GERMINATED", "TRAINING", "BLENDING", "HOLDING", "FOSSILIZED", "PRUNED"):
+    for stage in stages:
         assert SeedStage[stage] in visited, stage
     assert r0["stages"] == r1["stages"] and r0["history"] == r1["history"]
     for epoch, (a, b) in enumerate(zip(r0["states"], r1["states"], strict=True)):
@@ -136,9 +145,9 @@ def test_two_ranks_equal_one_rank_with_the_same_global_batch(two_ranks: Path) ->
     math is the same: DDP averages the two half-batch mean gradients into the 32-example mean).
     Only float rounding differs (summation order), so the tolerance is: every metric within
     1e-5 and every parameter within 1e-4 after 7 epochs of growth; accuracy exactly."""
-    model, rewrap, epochs = SCENARIOS["equivalence"]
+    model, rewrap, epochs, script = SCENARIOS["equivalence"]
     torch.manual_seed(0)
-    one = run_scenario(Communicator(torch.device("cpu")), model, rewrap, epochs)
+    one = run_scenario(Communicator(torch.device("cpu")), model, rewrap, epochs, script)
     two = load(two_ranks, "equivalence", 0)
     assert one["stages"] == two["stages"]
     visited = {SeedStage(s) for e in one["stages"] for s in e.values()}

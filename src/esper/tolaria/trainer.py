@@ -121,6 +121,7 @@ class Trainer:
             loss_sum += loss.detach() * n
             hits += batch_hits
             count += n
+            examples += _batch_size(x)
         return self._metrics(loss_sum, hits, count, examples, per_example)
 
     def _train_step(self, forward: nn.Module, x: Any, y: Tensor) -> tuple[Tensor, Tensor, int]:
