@@ -264,3 +264,21 @@ def test_a_launch_that_cannot_work_fails_fast_and_leaves_no_run_dir(
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not run_dir.exists()
+
+
+def test_a_resume_on_another_number_of_ranks_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The global batch depends on the world size, so it is one of the run's fixed settings."""
+    run_dir = tmp_path / "run"
+    args = ("--task", "digits-impaired", "--quiet", "--epochs", "1", "--batch-size", "256")
+    first = CliRunner().invoke(cli, ["train", "static", *args, "--out", str(run_dir)])
+    assert first.exit_code == 0, first.output
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in run_dir.iterdir())
+    for key, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
+    resume = ["train", "static", "--resume", str(run_dir), "--epochs", "2", "--quiet"]
+    result = CliRunner().invoke(cli, resume)
+    assert result.exit_code == 2, result.output
+    assert "world_size: saved 1, given 2" in result.output
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in run_dir.iterdir()) == before
