@@ -58,7 +58,7 @@ def _esper_lines(block: str) -> list[list[str]]:
 
 
 def test_the_readme_has_the_examples_this_file_checks():
-    assert len(PYTHON) == 3 and len(TOML) == 1
+    assert len(PYTHON) == 4 and len(TOML) == 1
     assert all(_promises(block) for block in PYTHON)
 
 
@@ -105,6 +105,11 @@ def test_the_python_run_grows_a_seed_that_load_grown_and_the_export_keep(tmp_pat
     _run_python(PYTHON[1])
     export = CliRunner().invoke(cli, ["export", "runs/impaired"])
     assert export.exit_code == 0, export.output
+    _run_python(PYTHON[3])
+
+
+def test_the_engine_loop_runs_three_epochs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     _run_python(PYTHON[2])
 
 

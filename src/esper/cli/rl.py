@@ -121,6 +121,16 @@ def _controller_fields(spec: str) -> dict[str, Any]:
     raise ConfigError(f"--controller {spec!r} is neither {'/'.join(named)} nor an existing policy.pt file")
 
 
+def _refuse_earlier_runs(parent: Path, configs: list[Any]) -> None:
+    """Eval always trains fresh runs: refuse run dirs an earlier eval left (before training any)."""
+    taken = [Path(c.out).name for c in configs if Path(c.out).is_dir() and any(Path(c.out).iterdir())]
+    if taken:
+        raise ConfigError(
+            f"{str(parent)!r} already holds the runs of an earlier 'esper eval' ({', '.join(taken)}); "
+            "esper eval always trains fresh runs: pass another --out, or remove that folder"
+        )
+
+
 def _mean_std(values: list[float]) -> str:
     if not values:
         return "-"
@@ -171,6 +181,7 @@ def eval_command(spec: str, task: str, episodes: int, epochs: int | None, seed: 
         )
         for run_seed in range(seed + EVAL_SEED_OFFSET, seed + EVAL_SEED_OFFSET + episodes)
     ]
+    _refuse_earlier_runs(parent, configs)
     with RunDir.open(parent, kind="eval", config={"controller": spec, "task": task, "episodes": episodes,
                                                   "epochs": epochs, "seed": seed}):  # fmt: skip
         summaries = [run_training(config, make_controller(config)) for config in configs]
