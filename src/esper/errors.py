@@ -39,6 +39,11 @@ class CheckpointError(EsperError, ValueError):
     """A checkpoint that is missing, corrupted, or does not fit the model."""
 
 
+class DistributedError(EsperError, ValueError):
+    """A data-parallel launch that cannot train: a device the ranks cannot have, more ranks than
+    batches, data that cannot be split."""
+
+
 class WidthGrowthError(EsperError, ValueError):
     """A width growth the host cannot take: no reader, an unsupported layer, or too wide."""
 

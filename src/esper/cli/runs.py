@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from esper.cli.options import build_config
-from esper.errors import plural
+from esper.errors import EsperError, plural
 
 __all__ = ["print_summary", "run_train"]
 
@@ -26,6 +26,7 @@ def run_train(params: Mapping[str, Any], controller: str, *, policy: str | None 
     """
     from esper.recipes.train import default_run_dir, run_training
     from esper.tamiyo.factory import make_controller
+    from esper.tolaria.distributed import Launch
 
     if policy is None:
         config = build_config(params, controller=controller)
@@ -36,9 +37,13 @@ def run_train(params: Mapping[str, Any], controller: str, *, policy: str | None 
         config = config.replace(out=str(default_run_dir(config)))
     run_dir = Path(str(config.out))
     again = f"esper train {config.controller}" + (f" --policy {config.policy}" if config.policy else "")
-    with _interrupt_hint(run_dir, again):  # RunDir removes a folder a refused run created
+    launch = Launch.from_env()
+    rank, world_size = launch.rank, launch.world_size
+    # RunDir removes a folder a refused run created
+    with _interrupt_hint(run_dir, again), _lost_rank_hint(run_dir, again, rank, world_size):
         summary = run_training(config, make_controller(config), resume=resume)
-    print_summary(summary, run_dir)
+    if rank == 0:  # under torchrun, one summary, not one per rank
+        print_summary(summary, run_dir)
 
 
 @contextlib.contextmanager
@@ -53,6 +58,24 @@ def _interrupt_hint(run_dir: Path, command: str) -> Iterator[None]:
             err=True,
         )
         sys.exit(130)
+
+
+@contextlib.contextmanager
+def _lost_rank_hint(run_dir: Path, command: str, rank: int, world_size: int) -> Iterator[None]:
+    """Under torchrun, when a collective fails (another rank died), say how to continue."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if world_size > 1 and not isinstance(exc, EsperError):
+            click.echo(
+                f"\nrank {rank} of {world_size} stopped: a collective operation failed, most likely "
+                f"because another rank died (see the launcher's report). The last checkpoint in "
+                f"{run_dir} is intact. Continue with:\n"
+                f"  torchrun --nproc-per-node {world_size} -m {command} "
+                f"--resume {run_dir}",
+                err=True,
+            )
+        raise
 
 
 def print_summary(summary: Mapping[str, Any], run_dir: Path) -> None:

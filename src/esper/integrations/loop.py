@@ -13,6 +13,14 @@ groups to *your* optimizer and removes pruned ones). Example::
         for x, y in train_loader:
             opt.zero_grad(); F.cross_entropy(model(x), y).backward(); opt.step()
         grower.step()
+
+Data-parallel (under ``torchrun``): pass ``comm`` (from
+:func:`~esper.tolaria.distributed.distributed_session`), train through
+:attr:`Grower.forward_model` (the model in ``DistributedDataParallel``, re-wrapped after every
+growth event, so take it afresh each epoch) on your rank's shard of the data
+(``DistributedSampler``, or :func:`~esper.tolaria.distributed.shard_data`), and give ``step``
+your rank's training loss: the grower averages it over ranks. Rank 0 decides and writes
+``run_dir``.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from esper.leyline.observation import Policy
 from esper.nissa.csv_sink import CsvMetricsSink
 from esper.nissa.jsonl import JsonlSink
 from esper.nissa.telemetry import Sink, Telemetry
+from esper.tolaria.distributed import Communicator
 from esper.tolaria.engine import Engine, EngineConfig, EpochReport, Evaluate
 from esper.tolaria.lifecycle import ActionOutcome
 from esper.tolaria.trainer import CorrectFn, EpochMetrics, LossFn
@@ -55,6 +64,7 @@ class Grower:
         blueprints: the blueprints the controller may use (default: all the slots take).
         run_dir: where ``events.jsonl`` and ``metrics.csv`` go (so ``esper report`` works).
         sinks: more event sinks (e.g. ``TensorBoardSink``).
+        comm: the data-parallel ranks (default: this process alone); see the module docstring.
     """
 
     def __init__(
@@ -73,11 +83,13 @@ class Grower:
         blueprints: tuple[str, ...] | None = None,
         run_dir: str | Path | None = None,
         sinks: list[Sink] | None = None,
+        comm: Communicator | None = None,
     ) -> None:
         self.controller = _controller(controller)
         config = EngineConfig(epochs=epochs, max_seed_params=max_seed_params, blueprints=blueprints)
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        self.run_dir = None if run_dir is None else Path(run_dir)
+        writes = comm is None or comm.is_main  # rank 0 writes the run folder
+        self.run_dir = None if run_dir is None or not writes else Path(run_dir)
         self.telemetry = Telemetry(sinks or [])  # the run folder's sinks join at the first step
         self.engine = Engine(
             model,
@@ -91,6 +103,7 @@ class Grower:
             evaluate=evaluate,
             telemetry=self.telemetry,
             device=device,
+            comm=comm,
         )
         self.last_outcome: ActionOutcome | None = None
         self._started = False
@@ -98,6 +111,11 @@ class Grower:
     @property
     def model(self) -> MorphogeneticModel:
         return self.engine.model
+
+    @property
+    def forward_model(self) -> torch.nn.Module:
+        """What to train through: the model, or its current DDP wrap when data-parallel."""
+        return self.engine.forward_model
 
     def step(self, train_loss: float | None = None, train_accuracy: float | None = None) -> EpochReport:
         """Call once after each epoch's training pass.
@@ -109,10 +127,17 @@ class Grower:
         """
         if not self._started:
             self._start()
-        train = None if train_loss is None else EpochMetrics(float(train_loss), float(train_accuracy or 0.0))
+        train = None if train_loss is None else self._over_ranks(train_loss, train_accuracy or 0.0)
         report = self.engine.finish_epoch(train)
         self.last_outcome = self.engine.ask(self.controller)
         return report
+
+    def _over_ranks(self, loss: float, accuracy: float) -> EpochMetrics:
+        """The mean over ranks of each rank's training metrics (the governor's input)."""
+        comm = self.engine.comm
+        totals = torch.tensor([float(loss), float(accuracy)], dtype=torch.float64, device=self.engine.device)
+        mean_loss, mean_accuracy = (comm.all_sum(totals) / comm.world_size).tolist()
+        return EpochMetrics(mean_loss, mean_accuracy)
 
     def _start(self) -> None:
         self._started = True

@@ -7,8 +7,10 @@ log-probabilities and entropies are summed over those heads only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from esper.leyline.alpha import AlphaAlgorithm, AlphaCurve
 
@@ -83,6 +85,19 @@ class Action:
             "tempo_epochs": self.tempo_epochs,
             "alpha_target": self.alpha_target,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Action:
+        """The action :meth:`to_dict` describes (e.g. one broadcast to other processes)."""
+        return cls(
+            LifecycleOp[str(data["op"])],
+            slot=None if data["slot"] is None else str(data["slot"]),
+            blueprint=None if data["blueprint"] is None else str(data["blueprint"]),
+            alpha_algorithm=AlphaAlgorithm[str(data["alpha_algorithm"])],
+            alpha_curve=AlphaCurve[str(data["alpha_curve"])],
+            tempo_epochs=int(data["tempo_epochs"]),
+            alpha_target=float(data["alpha_target"]),
+        )
 
 
 WAIT = Action(LifecycleOp.WAIT)

@@ -9,12 +9,17 @@ The end of a run is decided explicitly: the summary's metrics are those of the f
 (BLENDING, HOLDING at their alpha, FOSSILIZED) — exactly what ``esper export`` writes and
 ``load_grown`` computes; a seed still GERMINATED or TRAINING leaves the output unchanged and
 is not counted.
+
+Under ``torchrun`` every rank runs this recipe (:func:`distributed_session`): each trains its
+shard, and rank 0 alone writes the run directory; the others keep no file sinks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,7 @@ from esper.tolaria.checkpoint import (
     set_rng_state,
 )
 from esper.tolaria.config import RESUMABLE, RunConfig
+from esper.tolaria.distributed import Communicator, Launch, check_world_size, distributed_session
 from esper.tolaria.engine import Engine
 from esper.tolaria.export import InputSpec
 
@@ -71,34 +77,67 @@ def run_training(
 
     The run folder is a :class:`~esper.recipes.run_dir.RunDir` of kind ``"train"``: a fresh
     run refuses a folder that holds any Esper file, the folder is locked while training, and a
-    resume refuses settings outside :data:`~esper.tolaria.config.RESUMABLE`. A resume of a run
-    killed after its last epoch but before its summary writes the summary and report.
+    resume refuses settings outside :data:`~esper.tolaria.config.RESUMABLE` (the world size
+    included). A resume of a run killed after its last epoch but before its summary writes the
+    summary and report. Launched with several ranks (``torchrun``), it trains data-parallel:
+    rank 0 holds and writes the folder (``extra_sinks`` are rank 0's), the others never touch it.
     """
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     if resume and not (run_dir / CHECKPOINT_NAME).is_file():
         raise CheckpointError(f"cannot resume: no {CHECKPOINT_NAME} in {str(run_dir)!r}")
-    config = config.replace(out=str(run_dir))
+    launch = Launch.from_env()
+    config = config.replace(out=str(run_dir), world_size=launch.world_size)
     task = task_of(config)
+    check_world_size(-(-task.n_train // task.batch_size), launch.world_size, f"task {task.name!r}")
     saved = load_checkpoint(run_dir / CHECKPOINT_NAME) if resume else None
-    epochs = config.epochs or task.default_epochs
-    with RunDir.open(
-        run_dir, kind="train", resume=resume, config=config.to_dict(), resumable=RESUMABLE
-    ) as folder:
-        sinks = run_sinks(
-            run_dir, resume=resume, quiet=config.quiet, tensorboard=config.tensorboard, total_epochs=epochs
-        )
-        with Telemetry([*sinks, *(extra_sinks or [])]) as telemetry:
-            engine = engine_for_task(config, task, telemetry)
-            resolved = resolve_config(config, engine, task)
+    with (
+        _run_folder(run_dir, config, resume, launch) as folder,
+        distributed_session(config.device, launch) as comm,
+    ):
+        return _train(config, task, controller, comm, folder, saved, extra_sinks or [])
+
+
+def _run_folder(
+    run_dir: Path, config: RunConfig, resume: bool, launch: Launch
+) -> AbstractContextManager[RunDir | None]:
+    """Rank 0 checks, locks and marks the run folder; the other ranks never touch it."""
+    if launch.rank != 0:
+        return contextlib.nullcontext()
+    return RunDir.open(run_dir, kind="train", resume=resume, config=config.to_dict(), resumable=RESUMABLE)
+
+
+def _train(
+    config: RunConfig,
+    task: Task,
+    controller: Policy,
+    comm: Communicator,
+    folder: RunDir | None,
+    saved: dict[str, Any] | None,
+    extra_sinks: list[Sink],
+) -> dict[str, Any]:
+    """The run on this rank; with ``folder`` (rank 0) also everything it leaves on disk."""
+    run_dir = Path(str(config.out))
+    sinks: list[Sink] = []
+    if folder is not None:
+        epochs = config.epochs or task.default_epochs
+        resume, quiet, tensorboard = folder.resume, config.quiet, config.tensorboard
+        sinks = run_sinks(run_dir, resume=resume, quiet=quiet, tensorboard=tensorboard, total_epochs=epochs)
+        sinks += extra_sinks
+    with Telemetry(sinks) as telemetry:
+        engine = engine_for_task(config, task, telemetry, comm)
+        resolved = resolve_config(config, engine, task)
+        if folder is not None:
             folder.record_resolved(resolved.to_dict())
             atomic_write_text(run_dir / "config.json", json.dumps(resolved.to_dict(), indent=2) + "\n")
-            if saved is not None:
-                restore(engine, controller, saved, run_dir)
-            summary = run_engine(engine, controller, resolved, task, run_dir)
-        summary["run_dir"] = str(run_dir)
-        summary["torch_threads"] = torch.get_num_threads()  # results depend on it
+        if saved is not None:
+            restore(engine, controller, saved, run_dir)
+        summary = run_engine(engine, controller, resolved, task, run_dir)
+    summary["run_dir"] = str(run_dir)
+    summary["torch_threads"] = torch.get_num_threads()  # results depend on it
+    if folder is not None:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         write_report(run_dir)
+    return summary
     return summary
 
 
@@ -155,7 +194,7 @@ def run_engine(
     while engine.epoch < epochs:
         engine.train_epoch()
         engine.ask(controller)
-        if engine.epoch % every == 0 or engine.epoch == epochs:
+        if engine.comm.is_main and (engine.epoch % every == 0 or engine.epoch == epochs):
             save(engine, controller, config, spec, run_dir / CHECKPOINT_NAME)
     summary = summarize(engine, task.name, controller.name, config.seed)
     engine.telemetry.emit(RunFinished(epoch=engine.epoch, summary=summary))
@@ -195,4 +234,5 @@ def summarize(engine: Engine, task: str, controller: str, seed: int) -> dict[str
         "train_flops": engine.train_flops,
         "device": str(engine.device),
         "amp": engine.config.amp,
+        "world_size": engine.comm.world_size,
     }

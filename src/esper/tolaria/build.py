@@ -13,6 +13,7 @@ from esper.nissa.telemetry import Telemetry
 from esper.tolaria.amp import resolve_amp, resolve_device
 from esper.tolaria.config import RunConfig
 from esper.tolaria.data import TaskBatches
+from esper.tolaria.distributed import Communicator
 from esper.tolaria.engine import Engine, EngineConfig
 from esper.tolaria.governor import loss_ceiling
 
@@ -44,9 +45,12 @@ def engine_config(config: RunConfig, task: Task, device: torch.device) -> Engine
     )
 
 
-def engine_for_task(config: RunConfig, task: Task, telemetry: Telemetry | None = None) -> Engine:
-    """A fresh engine (host seeded by ``config.seed``) training ``task``'s host on its data."""
-    device = resolve_device(config.device)
+def engine_for_task(
+    config: RunConfig, task: Task, telemetry: Telemetry | None = None, comm: Communicator | None = None
+) -> Engine:
+    """A fresh engine (host seeded by ``config.seed``) training ``task``'s host on its data
+    (on ``comm``'s device and this rank's shard, when given)."""
+    device = resolve_device(config.device) if comm is None else comm.device
     seed_everything(config.seed)
     gates = QualityGates(
         min_training_epochs=config.min_training_epochs,
@@ -63,4 +67,5 @@ def engine_for_task(config: RunConfig, task: Task, telemetry: Telemetry | None =
         metric_fn=task.correct,
         telemetry=telemetry,
         device=device,
+        comm=comm,
     )

@@ -80,6 +80,9 @@ class RunConfig:
     blueprints: list[str] | None = None
     policy: str | None = None
     """Path to a ``policy.pt`` (controller "policy")."""
+    world_size: int = 1
+    """Data-parallel processes the run trains on: recorded from the launch (torchrun's
+    ``WORLD_SIZE``), not chosen here. ``batch_size`` is per process."""
 
     def __post_init__(self) -> None:
         problems = _type_problems(self) + _value_problems(self)
@@ -161,6 +164,7 @@ def _value_problems(cfg: RunConfig) -> list[str]:
         "governor_window",
         "blend_tempo_epochs",
         "max_seed_params",
+        "world_size",
         "host_channels",
     ):
         v = getattr(cfg, name)

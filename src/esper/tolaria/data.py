@@ -54,19 +54,45 @@ class TaskBatches:
     def __init__(self, split: Split, batch_size: int, device: torch.device, seed: int | None) -> None:
         self.split, self.batch_size, self.device, self.seed = split, batch_size, device, seed
         self.epoch = 0
+        self.rank, self.world_size, self.even = 0, 1, False
+
+    def sharded(self, rank: int, world_size: int, *, even: bool) -> TaskBatches:
+        """Rank ``rank``'s part of every epoch: rows ``rank::world_size`` of each batch of
+        ``batch_size * world_size`` drawn as one process would draw it (same seed, same order),
+        so the union over ranks is the 1-rank epoch at that batch size.
+
+        ``even`` (training under DDP) cuts each batch to a multiple of ``world_size`` rows, so
+        every rank takes the same number of steps with batches of the same size; an epoch then
+        leaves out its last ``len(split) % world_size`` examples.
+        """
+        shard = TaskBatches(self.split, self.batch_size, self.device, self.seed)
+        shard.epoch, shard.rank, shard.world_size, shard.even = self.epoch, rank, world_size, even
+        return shard
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the next iteration's order from this epoch's seed."""
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-len(self.split) // self.batch_size)
+        full, rest = divmod(len(self.split), self.batch_size * self.world_size)
+        last = rest - rest % self.world_size if self.even else rest  # rows of the last batch
+        return full + (1 if last > self.rank else 0)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        size = self.batch_size * self.world_size
         if self.seed is None:
-            return iter(self.split.ordered_batches(self.batch_size, self.device))
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        return iter(self.split.shuffled_batches(self.batch_size, generator, self.device))
+            batches = self.split.ordered_batches(size, self.device)
+        else:
+            generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+            batches = self.split.shuffled_batches(size, generator, self.device)
+        return iter(batches) if self.world_size == 1 else self._rows(batches)
+
+    def _rows(self, batches: Iterable[tuple[Tensor, Tensor]]) -> Iterator[tuple[Tensor, Tensor]]:
+        """This rank's rows of each global batch."""
+        for x, y in batches:
+            rows = x.shape[0] - x.shape[0] % self.world_size if self.even else x.shape[0]
+            if self.rank < rows:
+                yield x[self.rank : rows : self.world_size], y[self.rank : rows : self.world_size]
 
 
 def set_data_epoch(data: Iterable[Any], epoch: int) -> None:

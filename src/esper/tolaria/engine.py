@@ -14,6 +14,13 @@ ones with their state, rebuilds the forward module (:meth:`Engine._rewire`: Dyna
 ``wrap`` hook where DDP re-wraps), re-takes the governor's rollback point and emits the
 lifecycle events. Constructing an engine does no I/O: build the data, model and optimizer
 first and hand them over.
+
+Data parallelism enters through one object, the ``comm``
+(:class:`~esper.tolaria.distributed.Communicator`; the default is the single process, where
+every call is the identity): the engine trains on its shard of the data, the trainer sums each
+pass's totals over ranks, the controller decides on rank 0 (:meth:`Engine.ask`), and the
+``wrap`` hook (by default ``comm.wrap``: ``DistributedDataParallel``) runs after every
+structural change.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from esper.leyline.observation import Observation, Policy
 from esper.leyline.stages import OUTPUT_STAGES, SeedStage
 from esper.nissa.telemetry import Telemetry
 from esper.tolaria.data import data_rng_state, iter_batches, load_data_rng_state, set_data_epoch
+from esper.tolaria.distributed import Communicator
 from esper.tolaria.governor import Governor
 from esper.tolaria.lifecycle import ActionOutcome, apply_action, diff_events, observe, snapshot_slots
 from esper.tolaria.optim import OptimizerFactory, SchedulerFactory, SeedGroups, adamw, host_groups
@@ -133,7 +141,10 @@ class Engine:
         telemetry: where events go.
         device: where training runs.
         wrap: applied to the model after every structural change to get the module batches
-            run through (e.g. re-wrapping in ``DistributedDataParallel``).
+            run through (default ``comm.wrap``: the model itself, or a fresh
+            ``DistributedDataParallel`` of it).
+        comm: the data-parallel ranks (default: this process alone). The engine shards
+            ``train_data`` and ``val_data`` with it.
     """
 
     def __init__(
@@ -151,13 +162,17 @@ class Engine:
         telemetry: Telemetry | None = None,
         device: torch.device | str = "cpu",
         wrap: Callable[[MorphogeneticModel], nn.Module] | None = None,
+        comm: Communicator | None = None,
     ) -> None:
         if (val_data is None) == (evaluate is None):
             raise ConfigError("give the engine exactly one of val_data (batches) or evaluate (a function)")
         self.config = config
         self.device = torch.device(device)
         self.model = model.to(self.device)
-        self.train_data, self.val_data, self._evaluate = train_data, val_data, evaluate
+        self.comm = comm or Communicator(self.device)
+        self.train_data = None if train_data is None else self.comm.shard(train_data, train=True)
+        self.val_data = None if val_data is None else self.comm.shard(val_data, train=False)
+        self._evaluate = evaluate
         self.telemetry = telemetry or Telemetry()
         self.blueprints = tuple(config.blueprints or _all_blueprints(model))
         _check_budget(model, config.max_seed_params, self.blueprints)
@@ -174,6 +189,7 @@ class Engine:
             device=self.device,
             amp=config.amp,
             grad_clip=config.grad_clip,
+            reduce=self.comm.all_sum,
         )
         self.governor = Governor(
             config.governor_spike_factor,
@@ -181,7 +197,7 @@ class Engine:
             config.governor_window,
             ceiling=config.governor_ceiling,
         )
-        self._wrap = wrap
+        self._wrap = wrap or self.comm.wrap
         self._compiled: tuple[nn.Module, nn.Module] | None = None  # (what was compiled, compiled)
         self.forward_model: nn.Module = model
         self._rewire()
@@ -219,10 +235,12 @@ class Engine:
         return self.finish_epoch(train, started=start)
 
     def finish_epoch(self, train: EpochMetrics | None = None, *, started: float | None = None) -> EpochReport:
-        """Everything after an epoch's training pass: governor (rollback), LR schedule,
-        validation, counterfactual contributions, every slot's ``step_epoch()`` and the
-        ``epoch_end`` event."""
+        """Everything after an epoch's training pass: rank 0's buffers everywhere, governor
+        (rollback), LR schedule, validation, counterfactual contributions, every slot's
+        ``step_epoch()`` and the ``epoch_end`` event. Under data parallelism ``train`` must be
+        the same on every rank (:meth:`train_epoch`'s is)."""
         start = time.perf_counter() if started is None else started
+        self.comm.sync_buffers(self.model)
         verdict = None if train is None else self.governor.verdict(train.loss)
         if verdict is not None:
             self._rollback(verdict)
@@ -267,8 +285,9 @@ class Engine:
         )
 
     def ask(self, controller: Policy) -> ActionOutcome:
-        """The decision step: ``apply(controller.decide(observe()))``."""
-        return self.apply(controller.decide(self.observe()))
+        """The decision step: ``apply(controller.decide(observe()))`` (decided on rank 0 and
+        applied on every rank when data-parallel)."""
+        return self.apply(self.comm.decide(controller, self.observe()))
 
     def apply(self, action: Action) -> ActionOutcome:
         """The door: apply ``action`` if the legality table allows it; refused ones change nothing."""
@@ -310,7 +329,7 @@ class Engine:
         is the distributed hook: DDP registers gradient hooks only for the parameters present
         when it wraps, so a grown model must be wrapped again.
         """
-        module: nn.Module = self.model if self._wrap is None else self._wrap(self.model)
+        module = self._wrap(self.model)
         if self.config.compile:
             torch._dynamo.reset()
             if self._compiled is None or self._compiled[0] is not module:

@@ -2,7 +2,8 @@
 
 A :class:`Trainer` runs batches through whatever module it is handed (the eager model, its
 compiled or DDP-wrapped form), so the engine can re-wrap the model after growth without
-rebuilding the trainer. Losses and hits are summed on the device: one host sync per pass.
+rebuilding the trainer. Losses and hits are summed on the device: one host sync per pass,
+where ``reduce`` sums them over data-parallel ranks too (each rank ran its shard).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "CorrectFn",
     "EpochMetrics",
     "LossFn",
+    "Reduce",
     "Trainer",
     "accuracy_hits",
     "counterfactual_slots",
@@ -38,6 +40,8 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 """``loss_fn(outputs, targets) -> scalar``."""
 CorrectFn = Callable[[Tensor, Tensor], tuple[Tensor, int]]
 """``metric_fn(outputs, targets) -> (hits as a 0-dim tensor, count)``: accuracy = hits / count."""
+Reduce = Callable[[Tensor], Tensor]
+"""Sums a tensor of per-pass totals over data-parallel ranks (the identity in one process)."""
 
 
 def cross_entropy_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -72,6 +76,7 @@ class Trainer:
         device: where batches live.
         amp: ``"none"``, ``"bf16"`` or ``"fp16"``.
         grad_clip: max global grad norm (0 disables clipping).
+        reduce: sums each pass's totals over ranks (default: one process, the identity).
     """
 
     def __init__(
@@ -84,8 +89,10 @@ class Trainer:
         device: torch.device,
         amp: str,
         grad_clip: float,
+        reduce: Reduce | None = None,
     ) -> None:
         self.model, self.groups = model, groups
+        self.reduce: Reduce = reduce or _identity
         self.loss_fn, self.metric_fn = loss_fn, metric_fn
         self.device, self.amp = device, amp
         self.grad_clip = grad_clip
@@ -115,8 +122,7 @@ class Trainer:
             hits += batch_hits
             count += n
             examples += _batch_size(x)
-        metrics = _metrics(loss_sum, hits, count)
-        return EpochMetrics(metrics.loss, metrics.accuracy, examples, per_example)
+        return self._metrics(loss_sum, hits, count, examples, per_example)
 
     def _train_step(self, forward: nn.Module, x: Any, y: Tensor) -> tuple[Tensor, Tensor, int]:
         opt = self.groups.optimizer
@@ -148,7 +154,23 @@ class Trainer:
             loss_sum += loss.float() * n
             hits += batch_hits
             count += n
-        return _metrics(loss_sum, hits, count)
+        return self._metrics(loss_sum, hits, count)
+
+    def _metrics(
+        self,
+        loss_sum: Tensor,
+        hits: Tensor,
+        count: int,
+        examples: int = 0,
+        flops_per_example: float | None = None,
+    ) -> EpochMetrics:
+        """The pass's means (and examples seen), summed over ranks first."""
+        counts = loss_sum.new_tensor([count, examples], dtype=torch.float64)
+        totals = torch.cat([torch.stack([loss_sum.double(), hits.double()]), counts])
+        loss, n_hits, n, seen = self.reduce(totals).tolist()  # host sync, once
+        if n == 0:
+            raise ValueError("no batches: the dataset split is empty")
+        return EpochMetrics(loss / n, n_hits / n, int(seen), flops_per_example)
 
     @torch.no_grad()
     def counterfactuals(
@@ -177,7 +199,8 @@ class Trainer:
                 chunk_hits, n = self.metric_fn(chunk, y)
                 hits[i] += chunk_hits
             count += n
-        acc = (hits.double() / max(count, 1)).tolist()  # host sync, once
+        totals = self.reduce(torch.cat([hits.double(), hits.new_tensor([count]).double()]))
+        acc = (totals[:-1] / totals[-1].clamp(min=1)).tolist()  # host sync, once
         return {s.slot_id: acc[0] - acc[i + 1] for i, s in enumerate(slots)}
 
     def state_dict(self) -> dict[str, Any]:
@@ -225,8 +248,5 @@ def counterfactual_slots(model: MorphogeneticModel) -> list[SeedSlot]:
     return [s for s in model.slots() if s.stage in (SeedStage.BLENDING, SeedStage.HOLDING)]
 
 
-def _metrics(loss_sum: Tensor, hits: Tensor, count: int) -> EpochMetrics:
-    if count == 0:
-        raise ValueError("no batches: the dataset split is empty")
-    values = torch.stack([loss_sum.double(), hits.double()]).tolist()  # host sync, once
-    return EpochMetrics(loss=values[0] / count, accuracy=values[1] / count)
+def _identity(totals: Tensor) -> Tensor:
+    return totals
