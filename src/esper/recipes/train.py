@@ -25,6 +25,14 @@ from esper.leyline.events import RunFinished, RunStarted
 from esper.leyline.observation import Policy
 from esper.nissa.io import atomic_write_text
 from esper.nissa.telemetry import Sink, Telemetry
+from esper.recipes.byom import (
+    DEFAULT_EPOCHS,
+    UserRun,
+    absolute_factory_paths,
+    engine_for_user_run,
+    prepare_user_run,
+    run_label,
+)
 from esper.recipes.sinks import run_sinks
 from esper.tolaria.build import engine_for_task
 from esper.tolaria.checkpoint import (
@@ -42,9 +50,10 @@ __all__ = ["config_from_checkpoint", "default_run_dir", "run_engine", "run_train
 
 
 def default_run_dir(config: RunConfig) -> Path:
-    """``runs/<timestamp>-<task>-<controller>``."""
+    """``runs/<timestamp>-<task>-<controller>`` (the task: ``module.factory`` of a ``--model``)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stamp}-{config.task}-{config.controller}"
+    name = config.task if config.model is None else run_label(config.model)
+    return Path("runs") / f"{stamp}-{name}-{config.controller}"
 
 
 def config_from_checkpoint(run_dir: str | Path, **overrides: Any) -> RunConfig:
@@ -76,35 +85,45 @@ def run_training(
             f"{str(run_dir)!r} already holds a run; pass --resume {run_dir} to continue it "
             f"or choose another --out"
         )
-    config = config.replace(out=str(run_dir))
-    task = get_task(
-        config.task, data_dir=config.data_dir, text_file=config.text_file, batch_size=config.batch_size
-    )
+    config = absolute_factory_paths(config.replace(out=str(run_dir)))
+    source = _source(config)  # built and checked before the run directory exists
     saved = load_checkpoint(run_dir / CHECKPOINT_NAME) if resume else None
-    epochs = config.epochs or task.default_epochs
+    epochs = config.epochs or (source.default_epochs if isinstance(source, Task) else DEFAULT_EPOCHS)
     run_dir.mkdir(parents=True, exist_ok=True)
     sinks = run_sinks(
         run_dir, resume=resume, quiet=config.quiet, tensorboard=config.tensorboard, total_epochs=epochs
     )
     with Telemetry([*sinks, *(extra_sinks or [])]) as telemetry:
-        engine = engine_for_task(config, task, telemetry)
-        resolved = resolve_config(config, engine, task)
+        if isinstance(source, Task):
+            engine = engine_for_task(config, source, telemetry)
+        else:
+            engine = engine_for_user_run(config, source, telemetry)
+        resolved = resolve_config(config, engine, source)
         atomic_write_text(run_dir / "config.json", json.dumps(resolved.to_dict(), indent=2) + "\n")
         if saved is not None:
             restore(engine, controller, saved, run_dir)
-        summary = run_engine(engine, controller, resolved, task, run_dir)
+        summary = run_engine(engine, controller, resolved, source, run_dir)
     summary["run_dir"] = str(run_dir)
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_report(run_dir)
     return summary
 
 
-def resolve_config(config: RunConfig, engine: Engine, task: Task) -> RunConfig:
+def _source(config: RunConfig) -> Task | UserRun:
+    """What the run trains: one of Esper's tasks, or the user's model and data (``config.model``)."""
+    if config.model is not None:
+        return prepare_user_run(config)
+    return get_task(
+        config.task, data_dir=config.data_dir, text_file=config.text_file, batch_size=config.batch_size
+    )
+
+
+def resolve_config(config: RunConfig, engine: Engine, task: Task | UserRun) -> RunConfig:
     """The config with every default filled in (what config.json records)."""
     return config.replace(
         epochs=engine.config.epochs,
         lr=engine.config.lr,
-        batch_size=task.batch_size,
+        batch_size=task.batch_size if isinstance(task, Task) else None,
         device=str(engine.device),
         amp=engine.config.amp,
         blueprints=list(engine.blueprints),
@@ -122,7 +141,7 @@ def restore(engine: Engine, controller: Policy, saved: dict[str, Any], run_dir: 
 
 
 def run_engine(
-    engine: Engine, controller: Policy, config: RunConfig, task: Task, run_dir: Path
+    engine: Engine, controller: Policy, config: RunConfig, task: Task | UserRun, run_dir: Path
 ) -> dict[str, Any]:
     """The loop: the engine's three calls per epoch, checkpoints, then the summary."""
     engine.telemetry.emit(
@@ -137,7 +156,8 @@ def run_engine(
         )
     )
     epochs, every = engine.config.epochs, config.checkpoint_every
-    spec = InputSpec.of_task(task).to_dict()  # export needs no dataset
+    # export needs no dataset
+    spec = (InputSpec.of_task(task) if isinstance(task, Task) else task.spec).to_dict()
     while engine.epoch < epochs:
         engine.train_epoch()
         engine.ask(controller)

@@ -15,7 +15,7 @@ from esper.tolaria.config import RunConfig
 from esper.tolaria.data import TaskBatches
 from esper.tolaria.engine import Engine, EngineConfig
 
-__all__ = ["engine_config", "engine_for_task", "seed_everything"]
+__all__ = ["engine_config", "engine_for_task", "engine_settings", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -26,9 +26,16 @@ def seed_everything(seed: int) -> None:
 
 def engine_config(config: RunConfig, task: Task, device: torch.device) -> EngineConfig:
     """The engine part of a run config, with the task's and device's defaults filled in."""
+    return engine_settings(config, task.default_epochs, task.default_lr, device)
+
+
+def engine_settings(
+    config: RunConfig, default_epochs: int, default_lr: float, device: torch.device
+) -> EngineConfig:
+    """The engine part of a run config, with these defaults and the device's filled in."""
     return EngineConfig(
-        epochs=config.epochs or task.default_epochs,
-        lr=config.lr or task.default_lr,
+        epochs=config.epochs or default_epochs,
+        lr=config.lr or default_lr,
         weight_decay=config.weight_decay,
         grad_clip=config.grad_clip,
         amp=resolve_amp(config.amp, device),
