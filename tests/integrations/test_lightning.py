@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,8 @@ from esper.leyline.stages import SeedStage
 L = pytest.importorskip(
     "lightning", reason="the Lightning callback needs lightning: pip install 'esper[lightning]'"
 )
+from lightning.pytorch.loggers import CSVLogger  # noqa: E402
+
 from esper.integrations.lightning import MorphogenesisCallback  # noqa: E402
 
 EPOCHS = 8
@@ -101,9 +105,8 @@ def _trainer(root: Path, epochs: int, callback: MorphogenesisCallback, **kwargs:
         default_root_dir=str(root),
         enable_progress_bar=False,
         enable_model_summary=False,
-        logger=False,
         num_sanity_val_steps=0,
-        **kwargs,
+        **{"logger": False, **kwargs},
     )
 
 
@@ -120,13 +123,18 @@ def _callback(trainer: L.Trainer) -> MorphogenesisCallback:
 
 
 def test_the_callback_grows_a_seed_and_logs_the_lifecycle(tmp_path: Path) -> None:
-    module, trainer = _fit(tmp_path, EPOCHS, enable_checkpointing=False)
+    logger = CSVLogger(str(tmp_path), name="csv")
+    module, trainer = _fit(tmp_path, EPOCHS, enable_checkpointing=False, logger=logger)
     slot = module.net.slot("layer1")
     assert slot.stage == SeedStage.FOSSILIZED
     metrics = trainer.callback_metrics
     assert metrics["esper/seeds_germinated"] == 1 and metrics["esper/seeds_fossilized"] == 1
     assert metrics["esper/seed/layer1/alpha"] == 1.0
     assert metrics["esper/seed/layer1/stage"] == int(SeedStage.FOSSILIZED)
+    header = (Path(logger.log_dir) / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"esper/seeds_germinated", "esper/seed/layer1/alpha", "esper/seed/layer1/contribution"} <= set(
+        header
+    )
     groups = trainer.optimizers[0].param_groups
     assert [g.get("esper_slot") for g in groups] == [None, "layer1"]
     seed = {id(p) for p in slot.seed_parameters()}
@@ -174,3 +182,11 @@ def test_a_module_without_slots_is_refused(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path, 1, MorphogenesisCallback(Walk()), enable_checkpointing=False)
     with pytest.raises(ConfigError, match="holds no MorphogeneticModel"):
         trainer.fit(Plain(), *_loaders())
+
+
+def test_without_lightning_the_import_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.pytorch.callbacks"):
+        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: the import fails
+    monkeypatch.delitem(sys.modules, "esper.integrations.lightning")
+    with pytest.raises(ImportError, match=r"pip install 'esper\[lightning\]'"):
+        importlib.import_module("esper.integrations.lightning")
