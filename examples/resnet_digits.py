@@ -76,7 +76,9 @@ def make_data(batch_size: int = 64) -> tuple[DataLoader, DataLoader]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--run-dir", default=None, help="where events.jsonl goes (esper report works on it)")
     args = parser.parse_args()
