@@ -4,7 +4,7 @@ Runs ``esper train ppo`` in-process (``train_ppo``, ``SyncVectorEnv``) for a fee
 an LSTM policy, and splits every round's wall time with a small exclusive-time probe wrapped
 around the methods that do the work:
 
-* **host training**: ``Engine.run_epoch`` (train + evaluate + counterfactuals + the engine's
+* **host training**: ``Engine.train_epoch`` (train + evaluate + counterfactuals + the engine's
   own bookkeeping) -- what a run without a learned controller would spend anyway. Each
   episode trains ``episode_length + 1`` epochs (``reset`` trains epoch 0).
 * **policy forward**: ``FactoredPolicy.step_features`` / ``act_features`` / ``score_features``
@@ -20,8 +20,17 @@ Target: (policy forward + masks/features + update/steps) per step < 10% of host 
 epoch. Round 0 pays for warm-up (first allocations, lazy imports) and is left out of the
 medians when there are more rounds.
 
+A second table compares where the environments run (the feed-forward policy): ``sync`` (this
+process), ``async`` (one spawned subprocess each) and ``ray`` (one Ray actor each, on a local
+Ray runtime started once with as many logical CPUs as the most environments), for each count
+in ``--env-counts``. The probe cannot see into other processes, so there the overhead is the
+round's own split: (rollout policy time + PPO update) / wall time spent waiting for the
+environments (``controller_overhead`` of the ``ppo_update`` event). Every environment process
+uses one torch thread, as the driver does.
+
     python benchmarks/ppo_throughput.py [--quick] [--envs 2] [--episode-length 10] [--rounds 5]
-        [--policy both|ff|lstm] [--threads 1] [--out PATH]
+        [--policy both|ff|lstm|none] [--backends sync,async,ray|none] [--env-counts 1,2,4]
+        [--threads 1] [--out PATH]
 """
 
 from __future__ import annotations
@@ -102,7 +111,7 @@ def _forward_bucket(parent: str | None) -> str:
 def instrumented(probe: Probe) -> Iterator[None]:
     """Wrap the timed methods for the duration of the block (restored afterwards)."""
     targets: list[tuple[Any, str, str | Callable[[str | None], str]]] = [
-        (Engine, "run_epoch", _host_bucket),
+        (Engine, "train_epoch", _host_bucket),
         (MorphogenesisEnv, "step", "env_step"),
         (MorphogenesisEnv, "reset", "env_reset"),
         (FactoredPolicy, "step_features", _forward_bucket),
@@ -176,13 +185,69 @@ def run_variant(lstm: bool, args: argparse.Namespace) -> dict[str, Any]:
     return {"lstm": lstm, "total_s": total, "rounds": rounds, "median": medians}
 
 
+def run_backend(backend: str, envs: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One run of the feed-forward policy with ``envs`` environments on ``backend``."""
+    sink = RoundSink(Probe())
+    where = {"backend": "ray"} if backend == "ray" else {"vector": backend}
+    with tempfile.TemporaryDirectory() as out:
+        config = PPORunConfig(
+            task=args.task, rounds=args.rounds, envs=envs, episode_length=args.episode_length,
+            out=out, quiet=True, seed=0, **where,
+        )  # fmt: skip
+        start = time.perf_counter()
+        train_ppo(config, sinks=lambda: [sink])
+        total = time.perf_counter() - start
+    rounds = [r["metrics"] for r in sink.rounds]
+    measured = rounds[1:] if len(rounds) > 1 else rounds
+    keys = ("steps_per_s", "env_time_s", "policy_time_s", "update_time_s", "controller_overhead")
+    medians = {k: statistics.median(float(r[k]) for r in measured) for k in keys}
+    return {"backend": backend, "envs": envs, "total_s": total, "median": medians,
+            "rounds": [{k: float(r[k]) for k in keys} for r in rounds]}  # fmt: skip
+
+
+def backend_grid(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """:func:`run_backend` for every backend and env count (Ray started once, shut down after)."""
+    backends = [b for b in args.backends.split(",") if b and b != "none"]
+    counts = [int(n) for n in args.env_counts.split(",")]
+    ray = None
+    if "ray" in backends:
+        import ray
+
+        src = str(Path(__file__).resolve().parents[1] / "src")  # actors import the same esper
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+        ray.init(num_cpus=max(counts), include_dashboard=False, logging_level="WARNING")
+    try:
+        return [run_backend(b, n, args) for b in backends for n in counts]
+    finally:
+        if ray is not None:
+            ray.shutdown()
+
+
+def print_grid(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    rows = []
+    for res in results:
+        med = res["median"]
+        steps = res["envs"] * args.episode_length
+        rows.append([
+            res["backend"], res["envs"], med["steps_per_s"], 1e3 * med["env_time_s"] / steps,
+            1e3 * med["policy_time_s"] / steps, 1e3 * med["update_time_s"], 100 * med["controller_overhead"],
+            "met" if med["controller_overhead"] < TARGET else "NOT met", res["total_s"],
+        ])  # fmt: skip
+    headers = ["backend", "envs", "env steps/s", "env wait ms/step", "policy ms/step", "PPO update ms/round",
+               "overhead % of env time", f"< {TARGET:.0%}", "run s (incl. start)"]  # fmt: skip
+    print(f"\nbackends: feed-forward policy, {args.episode_length} steps per episode, {args.rounds} rounds")
+    print(fmt_table(headers, rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", default="digits-impaired")
     parser.add_argument("--envs", type=int, default=2)
     parser.add_argument("--episode-length", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--policy", choices=("both", "ff", "lstm"), default="both")
+    parser.add_argument("--policy", choices=("both", "ff", "lstm", "none"), default="both")
+    parser.add_argument("--backends", default="sync,async,ray", help="comma list of sync/async/ray, or none")
+    parser.add_argument("--env-counts", default="1,2,4", help="environment counts for the backend table")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="3 rounds (the first is warm-up)")
     parser.add_argument("--out", default="benchmarks/results/ppo_throughput.json")
@@ -190,8 +255,9 @@ def main() -> None:
     if args.quick:
         args.rounds = min(args.rounds, 3)
     threads = pin_threads(args.threads)
-    variants = {"ff": [False], "lstm": [True], "both": [False, True]}[args.policy]
+    variants = {"ff": [False], "lstm": [True], "both": [False, True], "none": []}[args.policy]
     results = [run_variant(lstm, args) for lstm in variants]
+    grid = backend_grid(args)
     info = machine_info()
     rows = []
     for res in results:
@@ -207,7 +273,10 @@ def main() -> None:
     )
     headers = ["policy", "env steps/s", "host ms/epoch", "forward ms/step", "masks+features ms/step",
                "PPO update ms/round", "overhead % of host", f"< {TARGET:.0%}"]  # fmt: skip
-    print(fmt_table(headers, rows))
+    if rows:
+        print(fmt_table(headers, rows))
+    if grid:
+        print_grid(grid, args)
     write_json(
         args.out,
         {
@@ -220,6 +289,7 @@ def main() -> None:
             "target_overhead_fraction": TARGET,
             "machine": info,
             "variants": results,
+            "backends": grid,
         },
     )
 

@@ -39,6 +39,14 @@ class CheckpointError(EsperError, ValueError):
     """A checkpoint that is missing, corrupted, or does not fit the model."""
 
 
+class WidthGrowthError(EsperError, ValueError):
+    """A width growth the host cannot take: no reader, an unsupported layer, or too wide."""
+
+
+class BackendError(EsperError, RuntimeError):
+    """A distributed backend that is not installed, does not answer, or does not match the driver."""
+
+
 def did_you_mean(given: str, known: list[str] | tuple[str, ...]) -> str:
     """Return a ' Did you mean X?' hint for the closest known name, or ''."""
     import difflib

@@ -19,7 +19,7 @@ from esper.recipes.train import run_training
 from esper.tamiyo.factory import make_controller
 from esper.tolaria.checkpoint import load_grown
 from esper.tolaria.config import RunConfig
-from esper.tolaria.export import bake_fossilized
+from esper.tolaria.export import bake_final
 
 pytestmark = pytest.mark.slow
 
@@ -147,10 +147,10 @@ def test_export_loads_and_predicts_without_esper(tmp_path: Path) -> None:
     )
     result = run_esper("export", str(run), "--out", str(tmp_path / "final.pt2"))
     assert result.returncode == 0, result.stderr
-    assert "fossilized seeds: r0c" in result.stdout
+    assert "seeds: r0c" in result.stdout
     meta = json.loads((tmp_path / "final.json").read_text())
     assert meta["input_shape"] == ["batch", 1, 8, 8] and meta["num_classes"] == 10
-    assert meta["fossilized_seeds"]
+    assert meta["seeds"]
 
     x = torch.randn(7, 1, 8, 8)
     torch.save(x, tmp_path / "x.pt")
@@ -166,7 +166,7 @@ def test_export_loads_and_predicts_without_esper(tmp_path: Path) -> None:
     assert loader.returncode == 0, loader.stderr
     assert loader.stdout.strip() == "(7, 10)"
     with torch.no_grad():
-        expected = bake_fossilized(load_grown(run))(x)
+        expected = bake_final(load_grown(run))(x)
     torch.testing.assert_close(
         torch.load(tmp_path / "y.pt", weights_only=True), expected, rtol=1e-5, atol=1e-6
     )

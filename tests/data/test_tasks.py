@@ -176,3 +176,17 @@ def test_sequence_loss_and_accuracy_flatten_time():
     assert torch.allclose(task.loss(logits, targets), expected)
     hits, count = task.correct(logits, targets)
     assert count == 6 and hits.item() == int((logits.argmax(-1) == targets).sum())
+
+
+@pytest.mark.parametrize(("name", "key"), [("digits-impaired", "base_channels"), ("charlm", "n_embd")])
+def test_host_channels_sets_the_hosts_width(name, key):
+    task = get_task(name, host_channels=8)
+    assert task.host_kwargs[key] == 8 and task.options["host_channels"] == 8
+    wider = sum(p.numel() for p in get_task(name, host_channels=12).make_host().parameters())
+    assert sum(p.numel() for p in task.make_host().parameters()) < wider
+    assert get_task(name, **{k: v for k, v in task.options.items()}).host_kwargs == task.host_kwargs
+
+
+def test_a_bad_host_width_names_the_value():
+    with pytest.raises(ConfigError, match="host_channels=0 is invalid"):
+        get_task("digits", host_channels=0)

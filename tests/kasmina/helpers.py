@@ -62,10 +62,13 @@ def drive(
     *,
     tempo: int = 2,
     x: Tensor | None = None,
+    model: MorphogeneticModel | None = None,
 ) -> SeedSlot:
     """Germinate ``blueprint`` in an empty slot and walk it through the gates up to ``stage``.
 
     The default blueprint has parameters: ``conv_small`` (cnn) or ``mlp_small`` (transformer).
+    With ``model``, the TRAINING backward runs through the whole model (``x`` is then a model
+    input): width seeds compute only on the host's route.
     """
     if blueprint is None:
         blueprint = "conv_small" if slot.topology == "cnn" else "mlp_small"
@@ -79,7 +82,10 @@ def drive(
     slot.germinate(blueprint, alpha_algorithm=algorithm, blend_tempo_epochs=tempo)
     for nxt in order[1 : order.index(stage) + 1]:
         if nxt == SeedStage.BLENDING:
-            backward_through(slot, x)
+            if model is None:
+                backward_through(slot, x)
+            else:
+                model(host_input(slot.topology) if x is None else x).float().square().mean().backward()
             for _ in range(slot.gates.min_training_epochs):
                 slot.step_epoch()
         elif nxt == SeedStage.HOLDING:

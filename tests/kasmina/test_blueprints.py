@@ -1,4 +1,8 @@
-"""Registry-driven blueprint tests (timm style): every registered seed is tested for free."""
+"""Registry-driven blueprint tests (timm style): every registered seed is tested for free.
+
+Residual seeds are modules of their own and are tested alone; width blueprints grow the host,
+so they are tested through a model (and in depth in ``test_width.py``).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from esper.errors import UnknownBlueprintError
+from esper.errors import UnknownBlueprintError, WidthGrowthError
 from esper.kasmina.blueprints import TOPOLOGIES, BlueprintRegistry
-from esper.kasmina.host import MorphogeneticModel
+from esper.kasmina.host import CNNHost, MorphogeneticModel, TransformerHost
 from esper.leyline.alpha import AlphaAlgorithm
 from esper.leyline.stages import SeedStage
 
@@ -18,10 +22,15 @@ from .helpers import FAST_GATES, drive, host_input, tiny_cnn_host, tiny_transfor
 
 SPECS = [spec for topology in TOPOLOGIES for spec in BlueprintRegistry.list_for_topology(topology)]
 SPEC_IDS = [f"{s.topology}-{s.name}" for s in SPECS]
+RESIDUAL = [s for s in SPECS if not s.is_width]
+RESIDUAL_IDS = [f"{s.topology}-{s.name}" for s in RESIDUAL]
+WIDTH = [s for s in SPECS if s.is_width]
+WIDTH_IDS = [f"{s.topology}-{s.name}" for s in WIDTH]
 REQUIRED = {
     "cnn": {"noop", "norm", "attention", "depthwise", "bottleneck", "conv_small", "conv_light", "conv_heavy"},
     "transformer": {"noop", "norm", "lora", "lora_large", "attention", "mlp_small", "mlp"},
 }
+REQUIRED_WIDTH = {"cnn": {"widen", "widen_half"}, "transformer": {"widen_mlp"}}
 DIM = 8
 
 
@@ -42,6 +51,7 @@ def test_registry_holds_the_required_blueprints(topology):
     specs = BlueprintRegistry.list_for_topology(topology)
     names = [s.name for s in specs]
     assert REQUIRED[topology] <= set(names)
+    assert {s.name for s in specs if s.is_width} == REQUIRED_WIDTH[topology]
     assert names == sorted(names) == BlueprintRegistry.names(topology)
     for spec in specs:
         assert spec.topology == topology
@@ -49,7 +59,7 @@ def test_registry_holds_the_required_blueprints(topology):
         assert BlueprintRegistry.get(topology, spec.name) is spec
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("spec", RESIDUAL, ids=RESIDUAL_IDS)
 @pytest.mark.parametrize("dim", [1, 3, 4, 8, 12, 32])
 def test_param_estimate_is_the_real_parameter_count(spec, dim):
     seed = spec.create(dim)
@@ -58,8 +68,32 @@ def test_param_estimate_is_the_real_parameter_count(spec, dim):
     assert again.state_dict().keys() == seed.state_dict().keys()
 
 
+@pytest.mark.parametrize("spec", WIDTH, ids=WIDTH_IDS)
+@pytest.mark.parametrize("dim", [1, 2, 4, 8])
+def test_width_param_estimate_is_exact_at_a_square_site(spec, dim):
+    """The registry's figure holds where the producer's input and the reader's output are ``dim``
+    wide (the middle block of a constant-width CNN, any transformer MLP); the slot's is exact."""
+    if spec.topology == "cnn":
+        host = CNNHost(num_classes=3, n_blocks=3, base_channels=dim, pool_layers=0, widths=[dim] * 3)
+    else:
+        host = TransformerHost(vocab_size=11, n_embd=2 * dim, n_head=1, n_layer=3, block_size=8)
+        dim = 2 * dim
+    model = MorphogeneticModel(host)
+    slot = model.slot("r0c1")
+    estimate = slot.param_estimate(spec.name)
+    slot.germinate(spec.name)
+    assert spec.param_estimate(dim) == estimate == slot.seed_params
+    for other in ("r0c0", "r0c2"):  # the edges: exact per slot
+        edge = model.slot(other)
+        estimate = edge.param_estimate(spec.name)
+        edge.germinate(spec.name)
+        assert estimate == edge.seed_params
+    with pytest.raises(WidthGrowthError, match="germinate it in a MorphogeneticModel"):
+        spec.create(dim)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("spec", RESIDUAL, ids=RESIDUAL_IDS)
 def test_starts_as_identity_and_runs_forward_backward(spec, dtype):
     seed = spec.create(DIM).to(dtype)
     x = _input(spec.topology, dtype=dtype)
@@ -79,7 +113,7 @@ def test_starts_as_identity_and_runs_forward_backward(spec, dtype):
         assert bool(p.grad.abs().sum() > 0), f"{name} gets no gradient"
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("spec", RESIDUAL, ids=RESIDUAL_IDS)
 def test_state_dict_round_trips(spec):
     original = spec.create(DIM)
     _perturb(original)
@@ -94,7 +128,7 @@ def test_state_dict_round_trips(spec):
     assert torch.equal(original(x), copy(x))
 
 
-@pytest.mark.parametrize("spec", [s for s in SPECS if s.topology == "cnn"], ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [s for s in RESIDUAL if s.topology == "cnn"], ids=lambda s: s.name)
 def test_cnn_seed_keeps_channels_last(spec):
     seed = spec.create(DIM)
     _perturb(seed)
@@ -102,7 +136,7 @@ def test_cnn_seed_keeps_channels_last(spec):
     assert seed(x).is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("spec", [s for s in SPECS if s.topology == "transformer"], ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [s for s in RESIDUAL if s.topology == "transformer"], ids=lambda s: s.name)
 def test_transformer_seed_is_causal(spec):
     seed = spec.create(DIM)
     _perturb(seed)
@@ -121,8 +155,13 @@ def test_seed_is_the_identity_inside_a_model_at_alpha_one(spec, algorithm):
     x = host_input(spec.topology)
     with torch.no_grad():
         expected = host(x)
+    if spec.is_width and algorithm != AlphaAlgorithm.ADD:
+        with pytest.raises(WidthGrowthError, match="ADD only"):
+            model.slot("r0c0").germinate(spec.name, alpha_algorithm=algorithm)
+        assert model.slot("r0c0").seed is None and model.slot("r0c0").stage == SeedStage.DORMANT
+        return
     for slot in model.slots():
-        drive(slot, SeedStage.BLENDING, spec.name, algorithm)
+        drive(slot, SeedStage.BLENDING, spec.name, algorithm, model=model)
         slot.set_alpha(1.0)
     assert all(s.stage == SeedStage.BLENDING and s.alpha == 1.0 for s in model.slots())
     with torch.no_grad():

@@ -163,8 +163,9 @@ def test_permissive_keeps_only_the_safety_checks():
     slot.set_alpha(1.0)
     assert slot.advance_stage().passed
     assert slot.state.metrics.counterfactual_contribution is None
-    slot.record_contribution(float("nan"))
-    _failed(slot, "G5", SeedStage.FOSSILIZED)  # a NaN contribution is never fine
+    with pytest.raises(ValueError, match="finite"):  # a NaN contribution is never recorded
+        slot.record_contribution(float("nan"))
+    assert slot.state.metrics.counterfactual_contribution is None  # nothing changed
     slot.record_contribution(-1.0)
     assert slot.advance_stage() == GateResult(True, "G5", SeedStage.FOSSILIZED)
 

@@ -1,8 +1,9 @@
 """Lifecycle property test: random sequences of every lifecycle call on a tiny model.
 
-Whatever the sequence, the stage stays in the reachable set, every stage change is in
-``VALID_TRANSITIONS``, and a refused call (an exception or a failed ``GateResult``) leaves the
-slot's state, alpha and seed parameters exactly as they were.
+Whatever the sequence (width blueprints included: they are in the registry's names), the stage
+stays in the reachable set, every stage change is in ``VALID_TRANSITIONS``, and a refused call
+(an exception or a failed ``GateResult``) leaves the slot's state, alpha and seed parameters
+exactly as they were.
 """
 
 from __future__ import annotations
@@ -149,16 +150,20 @@ class SlotLifecycle(RuleBasedStateMachine):
     def consistent(self):
         slot = self.slot
         assert slot.stage in REACHABLE
-        assert (slot.seed is None) == (slot.stage in EMPTY)
         gated = slot.seed is not None and slot.alpha_algorithm == AlphaAlgorithm.GATE
         assert (slot.gate is not None) == gated
         assert 0.0 <= slot.alpha <= 1.0 and not math.isnan(slot.alpha)
         assert slot.alpha_tensor.dtype == torch.float32
         assert slot.alpha_tensor.item() == torch.tensor(slot.alpha).item()
-        assert slot.active == (
-            slot.stage in {SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED}
-        )
-        assert (slot.state.blueprint_id is None) == (slot.seed is None)
+        # A width seed (widen, widen_half) is routed by the host, not called as the slot's forward,
+        # and once fossilized its units are host channels: no seed, the record stays.
+        width = slot.state.width is not None
+        merged = width and slot.stage == SeedStage.FOSSILIZED
+        live = slot.stage in {SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED}
+        assert slot.active == (live and not width)
+        assert slot.widening == (live and width and not merged)
+        assert (slot.seed is None) == (slot.stage in EMPTY or merged)
+        assert (slot.state.blueprint_id is None) == (slot.seed is None and not merged)
 
 
 TestSlotLifecycle = SlotLifecycle.TestCase

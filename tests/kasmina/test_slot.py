@@ -31,7 +31,8 @@ from .helpers import (
 )
 
 NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-CNN_BLUEPRINTS = BlueprintRegistry.names("cnn")
+# Residual seeds only: a bare slot has no host to widen (width blueprints: test_width.py).
+CNN_BLUEPRINTS = [s.name for s in BlueprintRegistry.list_for_topology("cnn") if not s.is_width]
 FORBIDDEN_IN_HOT_PATH = {"to", "_to_copy", "copy_", "clamp", "clamp_", "clamp_min", "clamp_max", "empty"}
 
 
@@ -570,3 +571,13 @@ def test_alpha_copy_per_dtype_on_device(device):
                 assert torch.equal(valued(v), blend_add(v, valued.seed(v), 0.5))
             assert torch.equal(valued(v), blend_add(v, valued.seed(v), 0.75))
         assert slot.alpha_tensor.item() == valued.alpha_tensor.item() == 0.75
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_contribution_is_refused_and_changes_nothing(value: float) -> None:
+    slot = _slot()
+    slot.record_contribution(0.25)
+    with pytest.raises(ValueError, match="finite"):
+        slot.record_contribution(value)
+    assert slot.state.metrics.counterfactual_contribution == 0.25
+    assert slot.state.metrics.history == [0.25]

@@ -10,6 +10,7 @@ import pytest
 from esper.leyline.alpha import AlphaAlgorithm, AlphaCurve
 from esper.leyline.events import (
     EVENT_TYPES,
+    ActorRestarted,
     AlphaChanged,
     EpochEnd,
     Event,
@@ -83,6 +84,7 @@ EXAMPLES: list[Event] = [
     RunFinished(epoch=20, summary={"final_val_accuracy": 0.9, "seeds_fossilized": 1}),
     PPOUpdate(epoch=0, round=3, metrics={"approx_kl": 0.01, "entropy": {"op": 1.2, "slot": 0.9}}),
     Reward(epoch=4, components={"accuracy_delta": 0.02, "param_rent": -0.001}),
+    ActorRestarted(epoch=2, round=2, env=1, step=3, seed=1234, reason="actor died", attempt=1),
 ]
 
 

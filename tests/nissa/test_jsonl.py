@@ -90,3 +90,12 @@ def test_append_to_a_missing_file_creates_it(tmp_path: Path) -> None:
     with JsonlSink(path, append=True) as sink:
         sink.emit(_alpha(4))
     assert read_events(path) == [_alpha(4)]
+
+
+def test_a_log_deleted_while_written_is_noticed(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    with JsonlSink(path) as sink:
+        sink.emit(RunFinished(epoch=0, summary={}))
+        path.unlink()
+        with pytest.raises(EventLogError, match="deleted while the run was writing it"):
+            sink.emit(RunFinished(epoch=1, summary={}))

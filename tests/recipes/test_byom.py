@@ -16,7 +16,7 @@ from esper.tamiyo.factory import make_controller
 from esper.tolaria.checkpoint import load_checkpoint
 from esper.tolaria.config import RunConfig
 from esper.tolaria.data import BatchError
-from esper.tolaria.export import bake_fossilized, export_grown
+from esper.tolaria.export import bake_final, export_grown
 from esper.tolaria.user_code import FactoryError, load_factory
 
 
@@ -82,7 +82,7 @@ def test_export_of_a_user_model_run_predicts_as_the_grown_model(
     path = export_grown(out, tmp_path / "net.pt2")
     program = torch.export.load(str(path)).module()
     x = torch.randn(3, 1, 8, 8)
-    torch.testing.assert_close(program(x), bake_fossilized(esper.load_grown(out))(x))
+    torch.testing.assert_close(program(x), bake_final(esper.load_grown(out))(x))
 
 
 def test_resume_continues_as_the_uninterrupted_run(user_code: Path, tmp_path: Path) -> None:

@@ -232,3 +232,23 @@ def test_resolved_config_fills_in_the_task_defaults(tmp_path: Path) -> None:
     assert resolved.lr == task.default_lr and resolved.batch_size == 32
     assert resolved.device == "cpu" and resolved.amp == "none"
     assert resolved.blueprints and "conv_light" in resolved.blueprints
+
+
+def test_training_flops_are_counted_once_per_structure_and_grow_with_the_model(tmp_path: Path) -> None:
+    task = tiny_task()
+    engine = make_engine(fast_config(tmp_path, epochs=4), task)
+    engine.train_epoch()
+    first = engine.train_flops
+    engine.train_epoch()
+    assert first > 0 and engine.train_flops == pytest.approx(2 * first)  # same structure, same cost
+    # A 3x3 conv's multiply-adds alone, forward and backward (~3x forward), for the first block:
+    conv = engine.model.host.blocks[0][0]
+    fwd = 2 * conv.weight.numel() * 8 * 8  # per example: 2 FLOPs per MAC over the 8x8 map
+    assert first / task.n_train > 2 * fwd
+    engine.apply(Action(LifecycleOp.GERMINATE, slot="r0c0", blueprint="conv_heavy"))
+    engine.train_epoch()
+    assert engine.train_flops == pytest.approx(3 * first)  # GERMINATED: the seed does not compute yet
+    engine.apply(Action(LifecycleOp.ADVANCE, slot="r0c0"))  # TRAINING: the seed computes
+    before = engine.train_flops
+    engine.train_epoch()
+    assert engine.train_flops - before > 1.2 * first

@@ -10,10 +10,10 @@ import torch
 from tolaria_kit import fast_config, grow, run_to_disk
 
 from esper import CNNHost, MorphogeneticModel, QualityGates, TransformerHost, inject_slots
-from esper.errors import CheckpointError
+from esper.errors import CheckpointError, ConfigError
 from esper.leyline.stages import SeedStage
 from esper.tolaria.checkpoint import load_grown
-from esper.tolaria.export import EXPORT_FORMAT, InputSpec, bake_fossilized, export_grown, export_model
+from esper.tolaria.export import EXPORT_FORMAT, InputSpec, bake_final, export_grown, export_model
 
 CNN_SPEC = InputSpec((1, 8, 8), "float32", 10, "digits")
 
@@ -34,17 +34,27 @@ def _cnn() -> MorphogeneticModel:
     return model
 
 
-def test_bake_keeps_only_fossilized_seeds_and_leaves_the_original_alone() -> None:
+def test_bake_keeps_the_output_shaping_seeds_and_leaves_the_original_alone() -> None:
     model = _cnn()
-    baked = bake_fossilized(model)
+    baked = bake_final(model)
     assert baked is not model and not baked.training
     assert baked.slot("r0c0").stage == SeedStage.FOSSILIZED and baked.slot("r0c0").seed is not None
-    assert baked.slot("r0c1").seed is None
-    assert model.slot("r0c1").stage == SeedStage.HOLDING and model.slot("r0c1").seed is not None
+    assert baked.slot("r0c1").stage == SeedStage.HOLDING and baked.slot("r0c1").seed is not None
     x = torch.randn(4, 1, 8, 8)
     with torch.no_grad():
-        model.slot("r0c1").set_alpha(0.0)  # the HOLDING seed switched off == left out
-        torch.testing.assert_close(baked(x), model.eval()(x))
+        torch.testing.assert_close(baked(x), model.eval()(x))  # the model as it is, exactly
+
+
+def test_bake_drops_a_training_seed_without_changing_the_output() -> None:
+    host = CNNHost(num_classes=10, n_blocks=2, base_channels=4, in_channels=1, pool_layers=2)
+    model = MorphogeneticModel(host, gates=QualityGates(min_training_epochs=0, min_holding_epochs=0))
+    grow(model, "r0c1", "conv_light", SeedStage.TRAINING, torch.randn(2, 1, 8, 8))
+    _noisy_seeds(model)
+    baked = bake_final(model)
+    assert baked.slot("r0c1").seed is None and model.slot("r0c1").seed is not None
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(baked(x), model.eval()(x))
 
 
 def test_exported_cnn_program_matches_the_baked_model_for_any_batch(tmp_path: Path) -> None:
@@ -53,7 +63,7 @@ def test_exported_cnn_program_matches_the_baked_model_for_any_batch(tmp_path: Pa
     assert path == tmp_path / "out" / "model.pt2"
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.json", "model.pt2"]
     program = torch.export.load(path).module()
-    baked = bake_fossilized(model)
+    baked = bake_final(model)
     for batch in (1, 3, 17):
         x = torch.randn(batch, 1, 8, 8)
         with torch.no_grad():
@@ -63,9 +73,12 @@ def test_exported_cnn_program_matches_the_baked_model_for_any_batch(tmp_path: Pa
     assert meta["format"] == EXPORT_FORMAT and meta["program"] == "model.pt2"
     assert meta["input_shape"] == ["batch", 1, 8, 8] and meta["input_dtype"] == "float32"
     assert meta["num_classes"] == 10 and meta["output_shape"] == ["batch", 10]
-    assert meta["fossilized_seeds"] == [
-        {"slot": "r0c0", "blueprint": "conv_light", "params": model.slot("r0c0").seed_params}
-    ]
+    assert meta["seeds"] == [
+        {"slot": "r0c0", "blueprint": "conv_light", "stage": "FOSSILIZED", "alpha": 1.0,
+         "params": model.slot("r0c0").seed_params},
+        {"slot": "r0c1", "blueprint": "attention", "stage": "HOLDING", "alpha": 1.0,
+         "params": model.slot("r0c1").seed_params},
+    ]  # fmt: skip
     assert meta["params"] == sum(p.numel() for p in baked.parameters())
 
 
@@ -100,7 +113,7 @@ def test_exported_transformer_program_takes_token_batches(tmp_path: Path) -> Non
     x = torch.randint(0, 13, (5, 8))
     with torch.no_grad():
         out = program(x)
-        torch.testing.assert_close(out, bake_fossilized(model)(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out, bake_final(model)(x), rtol=1e-5, atol=1e-6)
     assert out.shape == (5, 8, 13)
     meta = json.loads((tmp_path / "lm.json").read_text())
     assert meta["input_dtype"] == "int64" and meta["output_shape"] == ["batch", 8, 13]
@@ -114,12 +127,12 @@ def test_export_grown_from_a_run_directory(tmp_path: Path) -> None:
 
     path = export_grown(tmp_path / "run")
     assert path == tmp_path / "run" / "model.pt2"
-    baked = bake_fossilized(load_grown(tmp_path / "run"))
+    baked = bake_final(load_grown(tmp_path / "run"))
     x = torch.randn(6, 1, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(torch.export.load(path).module()(x), baked(x), rtol=1e-5, atol=1e-6)
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
-    assert meta["task"] == "digits-impaired" and len(meta["fossilized_seeds"]) >= 1
+    assert meta["task"] == "digits-impaired" and any(x["stage"] == "FOSSILIZED" for x in meta["seeds"])
 
     other = export_grown(tmp_path / "run" / "checkpoint.pt", tmp_path / "elsewhere" / "grown.pt2")
     assert other.is_file() and (tmp_path / "elsewhere" / "grown.json").is_file()
@@ -143,3 +156,46 @@ def test_export_reads_the_input_spec_from_the_checkpoint_without_the_dataset(tmp
     torch.save(data, checkpoint)
     path = export_grown(tmp_path / "run")
     assert torch.export.load(path).module()(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+
+
+# ----------------------------------------------------------------------------- never over a run file
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "run"
+    run_to_disk(fast_config(out, epochs=1))
+    (out / "summary.json").write_text('{"epochs": 1}\n')
+    (out / "events.jsonl").write_text("")
+    return out
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["checkpoint.pt", "summary.pt2", "events.jsonl", "summary.json", "program.json"],
+)
+def test_export_never_overwrites_a_run_file(small_run: Path, target: str) -> None:
+    before = {p.name: p.read_bytes() for p in small_run.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match="choose another --out"):
+        export_grown(small_run, small_run / target)
+    assert {p.name: p.read_bytes() for p in small_run.iterdir() if p.is_file()} == before
+
+
+def test_export_replaces_only_an_earlier_export(small_run: Path, tmp_path: Path) -> None:
+    first = export_grown(small_run, tmp_path / "grown.pt2")
+    assert export_grown(small_run, tmp_path / "grown.pt2") == first  # an earlier export: replaced
+    (tmp_path / "mine.pt2").write_bytes(b"a file of the user's")
+    with pytest.raises(ConfigError, match=r"mine\.pt2"):
+        export_grown(small_run, tmp_path / "mine.pt2")
+    assert (tmp_path / "mine.pt2").read_bytes() == b"a file of the user's"
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_cli_export_over_a_checkpoint_exits_2(small_run: Path) -> None:
+    from click.testing import CliRunner
+
+    from esper.cli.main import cli
+
+    before = (small_run / "checkpoint.pt").read_bytes()
+    result = CliRunner().invoke(cli, ["export", str(small_run), "--out", str(small_run / "checkpoint.pt")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "checkpoint.pt" in result.stderr
+    assert (small_run / "checkpoint.pt").read_bytes() == before

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from esper.tolaria.governor import Governor
+from esper.tolaria.governor import CEILING_MARGIN, Governor, loss_ceiling
 
 
 @pytest.mark.parametrize("loss", [math.nan, math.inf, -math.inf])
@@ -65,3 +65,35 @@ def test_near_convergence_noise_is_not_a_spike_but_a_real_jump_is() -> None:
         gov.accept(loss)
     assert gov.verdict(0.05) is None  # 4.5x the median, yet only 0.04 above it
     assert gov.verdict(0.2) is not None
+
+
+def test_a_loss_above_the_ceiling_is_divergence_even_without_history() -> None:
+    assert loss_ceiling(10) == pytest.approx(math.log(10) + CEILING_MARGIN)
+    gov = Governor(ceiling=loss_ceiling(10))
+    assert gov.verdict(2.0) is None
+    verdict = gov.verdict(5313.0)
+    assert verdict is not None and "above the ceiling" in verdict and "5313" in verdict
+    assert Governor().ceiling is None and Governor().verdict(5313.0) is None  # only relative spikes
+
+
+def test_the_ceiling_survives_a_state_dict_round_trip() -> None:
+    gov = Governor(ceiling=3.0)
+    gov.accept(1.0)
+    other = Governor(ceiling=3.0)
+    other.load_state_dict(gov.state_dict())
+    assert other.verdict(3.5) is not None and other.losses == [1.0]
+
+
+@pytest.mark.slow
+def test_lr_100_on_digits_rolls_back_and_says_why(tmp_path) -> None:
+    from esper.nissa.telemetry import MemorySink
+    from esper.recipes.train import run_training
+    from esper.tamiyo.factory import make_controller
+    from esper.tolaria.config import RunConfig
+
+    config = RunConfig(task="digits", epochs=2, lr=100.0, quiet=True, out=str(tmp_path / "run"))
+    sink = MemorySink()
+    summary = run_training(config, make_controller(config), extra_sinks=[sink])
+    rollbacks = [e for e in sink.events if e.EVENT == "rollback"]
+    assert summary["rollbacks"] >= 1 and rollbacks
+    assert "above the ceiling" in rollbacks[0].reason

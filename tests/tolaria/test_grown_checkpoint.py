@@ -12,7 +12,13 @@ import esper
 from esper import CNNHost, MorphogeneticModel, QualityGates
 from esper.errors import CheckpointError
 from esper.leyline.stages import SeedStage
-from esper.tolaria.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_grown, save_checkpoint
+from esper.tolaria.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    load_grown,
+    save_checkpoint,
+)
 
 X = torch.randn(3, 1, 8, 8)
 
@@ -85,3 +91,63 @@ def test_a_checkpoint_without_a_model_says_so(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / CHECKPOINT_NAME, {"epoch": 1})
     with pytest.raises(CheckpointError, match="has no model"):
         load_grown(tmp_path)
+
+
+# ----------------------------------------------------------------------------- crafted files
+_LIMITED = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))  # a crafted file must not get near this
+from esper.errors import CheckpointError
+from esper.tamiyo.policy_net import load_policy
+from esper.tolaria.checkpoint import load_grown
+loader = {"policy": load_policy, "grown": load_grown}[sys.argv[1]]
+try:
+    loader(sys.argv[2])
+except CheckpointError as exc:
+    print("refused:", exc)
+"""
+
+
+def _load_limited(kind: str, path: Path) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _LIMITED, kind, str(path)], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_a_crafted_policy_cannot_allocate_what_its_config_claims(tmp_path: Path) -> None:
+    from esper.tamiyo.masks import ActionLayout
+    from esper.tamiyo.policy_net import FactoredPolicy, save_policy
+
+    heads = ActionLayout(("r0c0", "r0c1"), ("noop", "norm")).head_sizes
+    save_policy(FactoredPolicy(8, heads, hidden=4), tmp_path / "policy.pt")
+    blob = torch.load(tmp_path / "policy.pt", weights_only=True)
+    for claim in ({"hidden": 10**6}, {"hidden": 50_000}, {"lstm": True, "lstm_hidden": 10**6}):
+        torch.save({**blob, "config": {**blob["config"], **claim}}, tmp_path / "crafted.pt")
+        out = _load_limited("policy", tmp_path / "crafted.pt")
+        assert out.startswith("refused:"), out
+        assert "crafted.pt" in out and ("hidden" in out or "holds" in out)
+
+
+def test_a_crafted_checkpoint_cannot_allocate_what_its_model_config_claims(tmp_path: Path) -> None:
+    model = MorphogeneticModel(CNNHost(num_classes=10, base_channels=4, in_channels=1))
+    data = {"format": CHECKPOINT_FORMAT, "model_config": model.config(), "model": model.state_dict()}
+    data["model_config"]["host"]["base_channels"] = 10**6
+    torch.save(data, tmp_path / "checkpoint.pt")
+    out = _load_limited("grown", tmp_path)
+    assert out.startswith("refused:") and "checkpoint.pt" in out, out
+    assert "shape" in out
+
+
+def test_torch_load_errors_never_suggest_weights_only_false(tmp_path: Path) -> None:
+    import os
+
+    torch.save({"format": CHECKPOINT_FORMAT, "evil": os.system}, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError) as info:
+        load_grown(tmp_path)
+    message = str(info.value)
+    assert "system" in message and "checkpoint.pt" in message
+    assert "False" not in message, message

@@ -168,3 +168,17 @@ def test_an_optimizer_that_does_not_hold_the_host_is_refused_by_name() -> None:
     other = torch.nn.Linear(2, 2)
     with pytest.raises(ConfigError, match=r"does not hold .* host parameters \(blocks\.0\.0\.weight"):
         SeedGroups(torch.optim.SGD(other.parameters(), lr=0.1), model, None)
+
+
+def test_an_optimizer_built_over_a_grown_model_keeps_its_seed_and_loses_it_on_prune() -> None:
+    model = _model()
+    grow(model, "r0c1", "conv_light", SeedStage.BLENDING, X)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)  # the seed is in the user's one group
+    groups = SeedGroups(opt, model, None)
+    assert len(opt.param_groups) == 1 and groups.seed_groups() == {}
+    _step(model, groups)
+    seed = list(model.get_seed_parameters("r0c1"))
+    assert model.prune_seed(slot="r0c1")
+    assert groups.sync(model)
+    held = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert held == {id(p) for p in model.parameters()} and all(p not in opt.state for p in seed)

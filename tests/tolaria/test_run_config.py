@@ -119,3 +119,30 @@ def test_bad_config_files_say_what_is_wrong(tmp_path, name: str, text: str, frag
 def test_missing_config_file(tmp_path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config_file(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragments"),
+    [
+        ({"compile_backend": "nope"}, ["compile_backend: 'nope' is not a torch.compile backend", "inductor"]),
+        ({"blueprints": ["conv_small", "nope"]}, ["blueprints: unknown blueprint 'nope'", "conv_heavy"]),
+        ({"seed": 2**64}, ["seed: must be in [0, 2**63)", str(2**64)]),
+        ({"seed": -1}, ["seed: must be in [0, 2**63)"]),
+    ],
+)
+def test_values_found_only_after_the_run_started_are_refused_up_front(changes, fragments) -> None:
+    with pytest.raises(ConfigError) as info:
+        RunConfig(**changes)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_a_valid_non_default_backend_is_accepted() -> None:
+    assert RunConfig(compile_backend="eager").compile_backend == "eager"
+
+
+def test_a_binary_config_file_is_a_config_error(tmp_path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config_file(path)

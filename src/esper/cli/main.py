@@ -8,6 +8,7 @@ register themselves on :data:`cli` and :data:`train` when imported, reusing
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import importlib.util
 import sys
@@ -45,6 +46,12 @@ class EsperGroup(click.Group):
             return super().invoke(ctx)
         except EsperError as exc:
             raise UserError(str(exc)) from None
+        except OSError as exc:
+            fix = _DISK_ERRORS.get(exc.errno or 0)
+            if fix is None:
+                raise
+            where = f" {exc.filename!r}" if exc.filename else ""
+            raise UserError(f"cannot write{where}: {exc.strerror}; {fix}") from None
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
@@ -57,6 +64,16 @@ class EsperGroup(click.Group):
                 + did_you_mean(name, known)
             )
         return super().resolve_command(ctx, args)
+
+
+_DISK_ERRORS = {
+    errno.ENOSPC: "free some space, or choose --out on another disk",
+    errno.EDQUOT: "free some space, or choose --out on another disk",
+    errno.EROFS: "choose a writable --out",
+    errno.EACCES: "choose a folder you may write to (or fix its permissions)",
+    errno.EPERM: "choose a folder you may write to (or fix its permissions)",
+}
+"""Errors of the disk rather than of Esper, and what to do about each."""
 
 
 # ----------------------------------------------------------------------------- commands
@@ -112,21 +129,9 @@ def _run_train(params: Mapping[str, Any], controller: str) -> None:
     if config.out is None:
         config = config.replace(out=str(default_run_dir(config)))
     run_dir = Path(str(config.out))
-    with _cleanup_if_unused(run_dir), _interrupt_hint(run_dir, config.controller):
+    with _interrupt_hint(run_dir, config.controller):
         summary = run_training(config, make_controller(config), resume=resume)
     _print_summary(summary, run_dir)
-
-
-@contextlib.contextmanager
-def _cleanup_if_unused(run_dir: Path) -> Iterator[None]:
-    """Remove ``run_dir`` again if it was created here and a user error left it empty."""
-    existed = run_dir.exists()
-    try:
-        yield
-    except EsperError:
-        if not existed and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()
-        raise
 
 
 @contextlib.contextmanager
@@ -246,7 +251,8 @@ def report(run_dirs: tuple[str, ...], out: str) -> None:
     type=click.Path(dir_okay=False),
     default=None,
     metavar="FILE",
-    help="Where to write the program (default: RUN_DIR/model.pt2); FILE's .json gets the metadata.",
+    help="Where to write the program (default: RUN_DIR/model.pt2); FILE's .json gets the metadata. "
+    "Neither may replace a file other than an earlier export.",
 )
 def export(run_dir: str, out: str | None) -> None:
     """Export the grown model as a plain torch.export program.
@@ -266,9 +272,9 @@ def export(run_dir: str, out: str | None) -> None:
 
     path = export_grown(run_dir, out)
     meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    seeds = ", ".join(f"{s['slot']}:{s['blueprint']}" for s in meta["fossilized_seeds"]) or "none"
+    seeds = ", ".join(f"{s['slot']}:{s['blueprint']} ({s['stage']})" for s in meta["seeds"]) or "none"
     click.echo(
-        f"exported {path} ({meta['params']} parameters; fossilized seeds: {seeds})\n"
+        f"exported {path} ({meta['params']} parameters; seeds: {seeds})\n"
         f"  input {meta['input_dtype']} {meta['input_shape']} -> logits {meta['output_shape']}\n"
         f"  metadata {path.with_suffix('.json')}"
     )

@@ -11,7 +11,7 @@ import click
 
 from esper.data import DEFAULT_TASK, list_tasks
 from esper.errors import ConfigError, did_you_mean
-from esper.tolaria.config import AMP_MODES, INPUT_DTYPES, RunConfig, load_config_file
+from esper.tolaria.config import AMP_MODES, INPUT_DTYPES, SEED_LIMIT, RunConfig, load_config_file
 
 __all__ = ["RESUME_OVERRIDES", "build_config", "common_run_options"]
 
@@ -30,6 +30,7 @@ _CLI_FIELDS: dict[str, str] = {
     "lr": "lr",
     "batch_size": "batch_size",
     "max_seed_params": "max_seed_params",
+    "host_channels": "host_channels",
     "tensorboard": "tensorboard",
     "quiet": "quiet",
     "model": "model",
@@ -71,7 +72,7 @@ def _what_options() -> list[Callable[[F], F]]:
         ),
         click.option(
             "--seed",
-            type=int,
+            type=click.IntRange(0, SEED_LIMIT - 1),
             default=None,
             help="Random seed (default 0). The same seed on the same machine gives the same metrics.",
         ),
@@ -217,6 +218,14 @@ def _how_options() -> list[Callable[[F], F]]:
             help="Parameter budget for all seeds together (default: unlimited).",
         ),
         click.option(
+            "--host-channels",
+            type=click.IntRange(min=1),
+            default=None,
+            metavar="N",
+            help="Width of the task's host: CNN base channels, or the transformer's embedding "
+            "width (default: the task's). Trains any static width for comparisons.",
+        ),
+        click.option(
             "--tensorboard/--no-tensorboard",
             default=None,
             help="Also write TensorBoard scalars to RUN_DIR/tensorboard (needs the tensorboard package).",
@@ -312,6 +321,7 @@ def _environment_problems(settings: Mapping[str, Any]) -> list[str]:
 def _resume_config(
     run_dir: Path, given: dict[str, Any], config_file: str | None, controller: str | None
 ) -> RunConfig:
+    from esper.recipes.run_dir import RunDir
     from esper.recipes.train import config_from_checkpoint
     from esper.tolaria.checkpoint import load_checkpoint
 
@@ -334,7 +344,8 @@ def _resume_config(
             f"'esper train {config.controller} --resume {run_dir}'"
         )
     done = int(load_checkpoint(run_dir).get("epoch", 0))
-    if config.epochs is not None and done >= config.epochs:
+    # A run killed after its last checkpoint but before its summary is finished by a resume.
+    if config.epochs is not None and done >= config.epochs and RunDir.is_summarised(run_dir):
         raise ConfigError(
             f"{str(run_dir)!r} has already trained {done} of its {config.epochs} epochs; pass "
             f"--epochs N with N > {done} to train it further"

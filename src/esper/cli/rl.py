@@ -14,6 +14,8 @@ from typing import Any
 import click
 
 from esper.errors import ConfigError
+from esper.nissa.io import atomic_write_text
+from esper.tolaria.config import SEED_LIMIT
 
 __all__ = ["eval_command", "register", "train_policy", "train_ppo_command"]
 
@@ -57,8 +59,26 @@ EVAL_SEED_OFFSET = 10_000
 )
 @click.option("--lstm", is_flag=True, help="Recurrent policy: an LSTM after the shared trunk.")
 @click.option("--lstm-hidden", type=int, default=64, show_default=True, help="LSTM state size (with --lstm).")
-@click.option("--vector", type=click.Choice(["auto", "sync", "async"]), default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--vector",
+    type=click.Choice(["auto", "sync", "async"]),
+    default="auto",
+    show_default=True,
+    help="Local backend: envs in this process (sync) or in subprocesses (async).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where the envs run: here (see --vector), or one Ray actor each (pip install 'esper[ray]').",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="With --backend ray: the Ray cluster, 'auto' or HOST:PORT (default: start Ray locally).",
+)
+@click.option("--seed", type=click.IntRange(0, SEED_LIMIT - 1), default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="runs/ppo", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last finished round.")
 @click.option("--tensorboard", is_flag=True, help="Also log to --out/tensorboard.")
@@ -71,6 +91,7 @@ def train_ppo_command(**params: Any) -> None:
       esper train ppo --task digits-impaired --rounds 30 --envs 2 --episode-length 10
       esper train ppo --lstm --episode-length 20 --out runs/ppo-lstm
       esper train ppo --out runs/ppo --resume --rounds 60
+      esper train ppo --backend ray --address auto --envs 8 --out runs/ppo-ray
       esper train policy --policy runs/ppo/policy.pt --task digits-impaired
     """
     from esper.recipes.ppo import run_ppo
@@ -122,12 +143,19 @@ def _mean_std(values: list[float]) -> str:
     "--episodes", type=int, default=5, show_default=True, help="Runs, each on its own held-out seed."
 )
 @click.option("--epochs", type=int, default=None, help="Host epochs per run (default: the task's).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Base seed; runs use seed+10000+i.")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, SEED_LIMIT - EVAL_SEED_OFFSET - 1),
+    default=0,
+    show_default=True,
+    help="Base seed; runs use seed+10000+i.",
+)
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Parent of the run dirs.")
 def eval_command(spec: str, task: str, episodes: int, epochs: int | None, seed: int, out: str | None) -> None:
     """Run a controller on held-out seeds; print mean +- std of final accuracy, added
     parameters and lifecycle counts. The run dirs can be compared with ``esper report``.
     """
+    from esper.recipes.run_dir import RunDir
     from esper.recipes.train import run_training
     from esper.tamiyo.factory import make_controller
     from esper.tolaria.config import RunConfig
@@ -137,10 +165,9 @@ def eval_command(spec: str, task: str, episodes: int, epochs: int | None, seed: 
     fields = _controller_fields(spec)
     name = "policy" if fields["controller"] == "policy" else spec
     parent = Path(out or f"runs/eval-{task}-{name}")
-    summaries = []
-    for i in range(episodes):
-        run_seed = seed + EVAL_SEED_OFFSET + i
-        config = RunConfig(
+    # Every config is validated before the folder is created.
+    configs = [
+        RunConfig(
             task=task,
             epochs=epochs,
             seed=run_seed,
@@ -148,16 +175,19 @@ def eval_command(spec: str, task: str, episodes: int, epochs: int | None, seed: 
             out=str(parent / f"{name}-seed{run_seed}"),
             **fields,
         )
-        summaries.append(run_training(config, make_controller(config)))
-    keys = ("final_val_accuracy", "seed_params", "seeds_germinated", "seeds_fossilized", "seeds_pruned")
-    result = {k: [float(s[k] or 0.0) for s in summaries] for k in keys}
+        for run_seed in range(seed + EVAL_SEED_OFFSET, seed + EVAL_SEED_OFFSET + episodes)
+    ]
+    with RunDir.open(parent, kind="eval", config={"controller": spec, "task": task, "episodes": episodes,
+                                                  "epochs": epochs, "seed": seed}):  # fmt: skip
+        summaries = [run_training(config, make_controller(config)) for config in configs]
+        keys = ("final_val_accuracy", "seed_params", "seeds_germinated", "seeds_fossilized", "seeds_pruned")
+        result = {k: [float(s[k] or 0.0) for s in summaries] for k in keys}
+        atomic_write_text(
+            parent / "eval.json", json.dumps({"controller": spec, "task": task, **result}, indent=2) + "\n"
+        )
     lines = [f"{task} / {name}: {episodes} held-out seeds ({seed + EVAL_SEED_OFFSET}..)"]
     lines += [f"  {k:<20} {_mean_std(v)}" for k, v in result.items()]
     lines.append(f"  run dirs: {parent}/*  (compare with: esper report {parent})")
-    parent.mkdir(parents=True, exist_ok=True)
-    (parent / "eval.json").write_text(
-        json.dumps({"controller": spec, "task": task, **result}, indent=2) + "\n"
-    )
     click.echo("\n".join(lines))
 
 

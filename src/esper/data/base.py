@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -207,6 +208,13 @@ class Task:
     def n_val(self) -> int:
         """Examples (windows, for language tasks) in one evaluation pass."""
         return len(self.val)
+
+    def with_host_channels(self, channels: int) -> Task:
+        """The same task with its host ``channels`` wide (CNN base channels, transformer
+        embedding width): static models of any size for honest comparisons."""
+        key = "base_channels" if self.topology == "cnn" else "n_embd"
+        options = {**self.options, "host_channels": channels}
+        return dataclasses.replace(self, host_kwargs={**self.host_kwargs, key: channels}, options=options)
 
     def make_host(self) -> nn.Module:
         """Build a freshly initialised host for this task (seed torch first for reproducibility)."""

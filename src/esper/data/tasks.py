@@ -223,8 +223,11 @@ def get_task(
     text_file: str | Path | None = None,
     batch_size: int | None = None,
     block_size: int | None = None,
+    host_channels: int | None = None,
 ) -> Task:
     """Build the task `name` (see `list_tasks()`); None for an option means its default.
+
+    ``host_channels`` sets the host's width (CNN base channels, transformer embedding width).
 
     Raises:
         ConfigError: an unknown name, an option the task does not take, or a bad value.
@@ -242,4 +245,7 @@ def get_task(
         "batch_size": batch_size,
         "block_size": block_size,
     }
-    return entry.build(entry, _resolve_options(name, entry, given))
+    task = entry.build(entry, _resolve_options(name, entry, given))
+    if host_channels is None:
+        return task
+    return task.with_host_channels(_positive_int("host_channels", host_channels))

@@ -17,6 +17,7 @@ from rich.progress import (
 )
 
 from esper.leyline.events import (
+    ActorRestarted,
     EpochEnd,
     Event,
     PPOUpdate,
@@ -107,6 +108,9 @@ _LINES: dict[type, Callable[[Any], str]] = {
     Rollback: _rollback,
     RunFinished: lambda e: f"run finished at epoch {e.epoch}  {_picked(e.summary, _SUMMARY_KEYS)}",
     PPOUpdate: lambda e: f"ppo round {e.round}  {_picked(e.metrics, _PPO_KEYS)}",
+    ActorRestarted: lambda e: (
+        f"ppo round {e.round}  ! env {e.env} restarted at step {e.step} (attempt {e.attempt}): {e.reason}"
+    ),
 }
 
 

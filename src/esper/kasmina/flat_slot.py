@@ -47,7 +47,9 @@ class FlatSeedSlot(SeedSlot):
 
     def blueprint_names(self) -> list[str]:
         """Transformer blueprints that work along the last dimension only."""
-        return [s.name for s in BlueprintRegistry.list_for_topology(self.topology) if not s.needs_sequence]
+        return [
+            b for b in super().blueprint_names() if not BlueprintRegistry.get(self.topology, b).needs_sequence
+        ]
 
     def germinate(
         self,

@@ -26,6 +26,7 @@ from esper.kasmina.flat_slot import FlatSeedSlot
 from esper.kasmina.gates import QualityGates
 from esper.kasmina.model import MorphogeneticModel
 from esper.kasmina.slot import SeedSlot
+from esper.kasmina.widening import WidthGrowth
 
 __all__ = ["InjectedModel", "inject_slots"]
 
@@ -95,6 +96,7 @@ class InjectedModel(MorphogeneticModel):
         slots = [self.slot(t.slot_id) for t in targets]
         self._routing = tuple(slots)
         self._targets = tuple(targets)
+        self._width = WidthGrowth(host)  # no width sites in an injected model (yet): never live
         # Last, after everything that can fail: a refused call leaves the host without hooks.
         for t, slot in zip(targets, slots, strict=True):
             host.get_submodule(t.module).register_forward_hook(_SlotHook(slot))

@@ -13,6 +13,8 @@ from esper.errors import CheckpointError, UnknownSlotError, did_you_mean
 from esper.kasmina.gates import QualityGates
 from esper.kasmina.hosts import HostBase, build_host
 from esper.kasmina.slot import SeedSlot
+from esper.kasmina.widening import WidthGrowth
+from esper.kasmina.width import ParamRemap
 from esper.leyline.alpha import AlphaAlgorithm, AlphaCurve
 from esper.leyline.stages import SeedStage
 
@@ -49,9 +51,12 @@ class MorphogeneticModel(nn.Module):
             raise ValueError(f"slots must be distinct, got {chosen}")
         self.host = host
         self.gates = gates or QualityGates()
+        self._width = WidthGrowth(host)  # shared with the slots: width seeds change the host
         self.seed_slots = nn.ModuleDict(
             {
-                s.slot_id: SeedSlot(s.slot_id, s.channels, host.topology, gates=self.gates)
+                s.slot_id: SeedSlot(
+                    s.slot_id, s.channels, host.topology, gates=self.gates, width_growth=self._width
+                )
                 for s in specs
                 if s.slot_id in chosen
             }
@@ -78,6 +83,8 @@ class MorphogeneticModel(nn.Module):
         host = self.host
         host.check_input(x)
         h = host.embed(x)
+        if self._width.live:  # a width seed computes: the host routes its new units
+            return host.forward_widened(h, self._routing)
         for block, slot in zip(host.blocks, self._routing, strict=True):
             h = block(h)
             if slot is not None and slot.active:  # an inactive slot costs nothing, not even a call
@@ -144,6 +151,13 @@ class MorphogeneticModel(nn.Module):
     def count_fossilized_seeds(self) -> int:
         return sum(s.stage == SeedStage.FOSSILIZED for s in self.slots())
 
+    def take_param_remaps(self) -> list[ParamRemap]:
+        """Parameters replaced by larger ones since the last call (a width seed fossilized).
+
+        Hand them to :func:`esper.kasmina.optim_remap.carry_optimizer_state` for every optimizer.
+        """
+        return self._width.take_remaps()
+
     # ----------------------------------------------------------------- checkpoints
     def config(self) -> dict[str, Any]:
         """Primitives that rebuild an empty model of this shape (see :meth:`from_config`)."""
@@ -188,13 +202,18 @@ class MorphogeneticModel(nn.Module):
                     f"checkpoint has no state for slot {sid!r} (missing {key!r}); "
                     f"it holds slots {saved}"
                 )
-            self.slot(sid)._parse_extra_state(state_dict[key])
+        parsed = {
+            sid: self.slot(sid)._parse_extra_state(state_dict[f"seed_slots.{sid}._extra_state"])
+            for sid in self.seed_slots
+        }
         backup = {k: v.clone() if isinstance(v, Tensor) else v for k, v in self.state_dict().items()}
         # The seed modules themselves go back on failure: the optimizer holds their parameters.
         kept = [(slot, slot.state, slot.seed, slot.gate) for slot in self.slots()]
+        unwiden = self._width.prepare_load(parsed)  # fossilized width growth: widen the host first
         try:
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
         except Exception as exc:
+            unwiden()
             for slot, state, seed, gate in kept:
                 slot.state, slot.seed, slot.gate = state, seed, gate
             super().load_state_dict(backup)

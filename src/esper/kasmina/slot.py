@@ -7,14 +7,15 @@ refused call raises before it mutates anything.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from esper.errors import CheckpointError, IllegalTransitionError, ShapeError
+from esper.errors import CheckpointError, IllegalTransitionError, ShapeError, WidthGrowthError
 from esper.kasmina.blending import GatedBlend
 from esper.kasmina.blueprints import BlueprintRegistry
 from esper.kasmina.gates import (
@@ -29,8 +30,12 @@ from esper.kasmina.gates import (
 from esper.kasmina.grad_monitor import GradientMonitor
 from esper.kasmina.isolation import ste_forward
 from esper.kasmina.slot_state import SlotState
+from esper.kasmina.width import WidthSeed, site_params
 from esper.leyline.alpha import AlphaAlgorithm, AlphaCurve
 from esper.leyline.stages import SeedStage, is_failure_stage
+
+if TYPE_CHECKING:  # widening.py imports the blueprints, which this module also needs first
+    from esper.kasmina.widening import WidthGrowth
 
 __all__ = ["GateResult", "QualityGates", "SeedMetrics", "SeedSlot"]
 
@@ -51,6 +56,11 @@ class SeedSlot(nn.Module):
         gates: quality-gate thresholds.
         isolate_blend_input: detach the seed's input in BLENDING and HOLDING (default: True
             for CNN hosts, False for transformer hosts, whose seeds co-adapt).
+        width_growth: the model's width growth (see :mod:`esper.kasmina.widening`); without
+            it the slot takes residual seeds only.
+
+    A width seed (``widen``, ``widen_mlp``, ...) leaves the slot's own forward the identity:
+    the host routes its new units (``grow_width``, ``blend_width``) while ``widening`` is True.
     """
 
     alpha_tensor: Tensor
@@ -66,6 +76,7 @@ class SeedSlot(nn.Module):
         *,
         gates: QualityGates | None = None,
         isolate_blend_input: bool | None = None,
+        width_growth: WidthGrowth | None = None,
     ) -> None:
         super().__init__()
         if topology not in ("cnn", "transformer"):
@@ -90,6 +101,13 @@ class SeedSlot(nn.Module):
         self._mode = _PASS
         self.active = False
         self._detach_input = True
+        self._width_growth = width_growth
+        self._width_mode = _PASS
+        self._width_detach = True
+        self.widening = False
+        """True while a width seed computes (TRAINING, BLENDING, HOLDING): the host routes it."""
+        if width_growth is not None:
+            width_growth.add_slot(self)
 
     # ----------------------------------------------------------------- read-only views
     @property
@@ -127,8 +145,19 @@ class SeedSlot(nn.Module):
         return sum(p.numel() for p in self.seed_parameters())
 
     def blueprint_names(self) -> list[str]:
-        """Blueprints this slot can hold: the names :meth:`germinate` accepts."""
-        return BlueprintRegistry.names(self.topology)
+        """Blueprints this slot can hold: the names :meth:`germinate` accepts (width blueprints
+        only where the host can widen at this slot)."""
+        widen = self._can_widen()
+        return [b.name for b in BlueprintRegistry.list_for_topology(self.topology) if widen or not b.is_width]
+
+    def _can_widen(self) -> bool:
+        if self._width_growth is None:
+            return False
+        try:
+            self._width_growth.site(self.slot_id)
+        except WidthGrowthError:
+            return False
+        return True
 
     def seed_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the seed and, for GATE, its gate network."""
@@ -154,14 +183,17 @@ class SeedSlot(nn.Module):
                 f"needs an empty slot (prune the seed, wait out the embargo, or pick another slot)"
             )
         algorithm, curve = enum_value(AlphaAlgorithm, alpha_algorithm), enum_value(AlphaCurve, alpha_curve)
-        if isinstance(blend_tempo_epochs, bool) or not isinstance(blend_tempo_epochs, int) or (
-            blend_tempo_epochs < 1
+        if (
+            isinstance(blend_tempo_epochs, bool)
+            or not isinstance(blend_tempo_epochs, int)
+            or (blend_tempo_epochs < 1)
         ):
             raise ValueError(f"blend_tempo_epochs must be an int >= 1, got {blend_tempo_epochs!r}")
         kwargs = dict(blueprint_kwargs or {})
-        seed = BlueprintRegistry.create(self.topology, blueprint_id, self.channels, **kwargs)
+        seed = self._build(blueprint_id, kwargs, algorithm)
         st = self.state
         self._install(seed, algorithm)
+        st.width = _width_record(seed)
         st.germinations += 1
         st.seed_id = seed_id or f"{self.slot_id}-{blueprint_id}-{st.germinations}"
         st.blueprint_id, st.blueprint_kwargs = blueprint_id, kwargs
@@ -185,6 +217,10 @@ class SeedSlot(nn.Module):
             return verdict
         if not verdict.passed:
             return verdict
+        if target == SeedStage.FOSSILIZED and isinstance(self.seed, WidthSeed):
+            assert self._width_growth is not None
+            self._width_growth.fossilize(self.slot_id, self.seed, self.alpha)  # now host units
+            self._uninstall()
         if target == SeedStage.BLENDING:
             ctl = self.state.alpha_controller
             ctl.hold_at(ctl.alpha)
@@ -238,6 +274,7 @@ class SeedSlot(nn.Module):
         self._uninstall()
         self.state.metrics.prune_reason = reason
         self.state.blueprint_id, self.state.blueprint_kwargs = None, {}
+        self.state.width = None
         self.state.alpha_controller.hold_at(0.0)
         self._write_alpha(0.0)
         self._set_stage(SeedStage.PRUNED)
@@ -275,7 +312,17 @@ class SeedSlot(nn.Module):
         self._write_alpha(self.state.alpha_controller.alpha)
 
     def record_contribution(self, value: float) -> None:
-        """Set the seed's measured counterfactual contribution and append it to its history."""
+        """Set the seed's measured counterfactual contribution and append it to its history.
+
+        Raises:
+            ValueError: ``value`` is NaN or infinite (an infinite one would pass the fossilize
+                gate); nothing changes.
+        """
+        if not math.isfinite(value):
+            raise ValueError(
+                f"slot {self.slot_id!r}: a contribution must be a finite float, got {value!r}; "
+                f"measure it on a model whose outputs are finite"
+            )
         self.state.metrics.counterfactual_contribution = float(value)
         self.state.metrics.history.append(float(value))
 
@@ -326,13 +373,48 @@ class SeedSlot(nn.Module):
             gate = gate.to(host_features.dtype)
         return torch.lerp(host_features, seed_out, weight * gate)
 
+    def grow_width(self, x: Tensor) -> Tensor:
+        """A width seed's new units from its producer's input ``x`` (detached unless blending
+        co-adapts, as for residual seeds)."""
+        seed = self._modules["seed"]
+        assert isinstance(seed, WidthSeed)
+        return seed.grow_units(x.detach() if self._width_detach else x)
+
+    def blend_width(self, out: Tensor, units: Tensor) -> Tensor:
+        """The reader's output ``out`` plus the new units' term: straight through in TRAINING
+        (``out`` exactly, gradients reach the seed), times alpha in BLENDING and HOLDING."""
+        seed = self._modules["seed"]
+        assert isinstance(seed, WidthSeed)
+        term = seed.read_units(units)
+        if term.dtype != out.dtype:
+            term = term.to(out.dtype)
+        if self._width_mode == _INCUBATE:
+            return ste_forward(out, term)
+        weight = None
+        if self._alpha_override is None and not _is_compiling():
+            weight = self._alpha_cache.get(out.dtype)
+        if weight is None:
+            weight = self._weight(out)
+            if weight.dim() not in (0, out.dim()):  # per-sample (B, 1, 1, 1) alpha on (B, classes)
+                weight = weight.view(-1, *([1] * (out.dim() - 1)))
+        return out + weight * term
+
+    def param_estimate(self, blueprint_id: str) -> int:
+        """Parameters ``blueprint_id`` would add here: exact, width blueprints included."""
+        spec = BlueprintRegistry.get(self.topology, blueprint_id)
+        if spec.width_units is not None and self._width_growth is not None:
+            try:
+                site = self._width_growth.site(self.slot_id)
+            except WidthGrowthError:  # this host cannot widen here: the registry's figure
+                return spec.param_estimate(self.channels)
+            return site_params(site, spec.width_units(self.channels))
+        return spec.param_estimate(self.channels)
+
     def _weight(self, x: Tensor) -> Tensor:
         """The lerp weight: an override, else alpha cached in ``x``'s dtype (no per-call cast)."""
         override = self._alpha_override
         if override is not None:
-            return override if override.dim() == 0 or override.dtype == x.dtype else override.to(
-                x.dtype
-            )
+            return override if override.dim() == 0 or override.dtype == x.dtype else override.to(x.dtype)
         if _is_compiling():
             return self.alpha_tensor  # a graph input: in-place updates need no recompile
         weight = self._alpha_cache.get(x.dtype)
@@ -379,15 +461,40 @@ class SeedSlot(nn.Module):
     def _refresh_mode(self) -> None:
         stage = self.state.stage
         if self.seed is None or stage in (SeedStage.DORMANT, SeedStage.GERMINATED):
-            self._mode = _PASS
+            mode = _PASS
         elif stage == SeedStage.TRAINING:
-            self._mode = _INCUBATE
+            mode = _INCUBATE
         elif stage in (SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED):
-            self._mode = _BLEND
+            mode = _BLEND
         else:
-            self._mode = _PASS
+            mode = _PASS
+        width = isinstance(self.seed, WidthSeed)  # its units travel the host's route, not forward
+        self._mode, self._width_mode = (_PASS, mode) if width else (mode, _PASS)
         self._detach_input = self._isolate and stage != SeedStage.FOSSILIZED
+        self._width_detach = mode == _INCUBATE or self._detach_input
         self.active = self._mode != _PASS
+        widening = self._width_mode != _PASS
+        if widening != self.widening:
+            self.widening = widening
+            if self._width_growth is not None:
+                self._width_growth.refresh()
+
+    def _build(self, blueprint_id: str, kwargs: dict[str, Any], algorithm: AlphaAlgorithm) -> nn.Module:
+        """A new seed for this slot; raises (changing nothing) when the blueprint cannot go here."""
+        spec = BlueprintRegistry.get(self.topology, blueprint_id)
+        if spec.width_units is None:
+            return spec.create(self.channels, **kwargs)
+        if self._width_growth is None:
+            raise WidthGrowthError(
+                f"slot {self.slot_id!r}: blueprint {blueprint_id!r} grows the host's width, and this "
+                f"slot has no host; germinate it in a MorphogeneticModel slot"
+            )
+        if algorithm != AlphaAlgorithm.ADD:
+            raise WidthGrowthError(
+                f"slot {self.slot_id!r}: width blueprint {blueprint_id!r} adds its units' term with "
+                f"alpha, so it blends with ADD only, got {AlphaAlgorithm(algorithm).name}"
+            )
+        return self._width_growth.build(self.slot_id, blueprint_id, self.channels, kwargs)
 
     def _install(self, seed: nn.Module, algorithm: AlphaAlgorithm) -> None:
         like = self._like
@@ -452,11 +559,16 @@ class SeedSlot(nn.Module):
         new = SlotState.from_dict(state, self.slot_id)
         if new.blueprint_id is not None:
             try:
-                BlueprintRegistry.get(self.topology, new.blueprint_id)
+                spec = BlueprintRegistry.get(self.topology, new.blueprint_id)
             except ValueError as exc:
                 raise CheckpointError(
                     f"checkpoint state for slot {self.slot_id!r} is corrupted: {exc}"
                 ) from None
+            if spec.is_width != (new.width is not None):
+                raise CheckpointError(
+                    f"checkpoint state for slot {self.slot_id!r} is corrupted: blueprint "
+                    f"{new.blueprint_id!r} with width record {new.width!r}"
+                )
         return new
 
     def set_extra_state(self, state: Any) -> None:
@@ -468,22 +580,54 @@ class SeedSlot(nn.Module):
             and self.state.blueprint_id == new.blueprint_id
             and self.state.blueprint_kwargs == new.blueprint_kwargs
             and self.state.alpha_algorithm == new.alpha_algorithm
+            and self._width_seed_fits(new)
         )
-        if new.blueprint_id is None:
+        merged = new.stage == SeedStage.FOSSILIZED and new.width is not None  # in the host now
+        if new.blueprint_id is None or merged:
             self._uninstall()
         elif not same_seed:
-            seed = BlueprintRegistry.create(
-                self.topology, new.blueprint_id, self.channels, **new.blueprint_kwargs
-            )
-            self._install(seed, new.alpha_algorithm)
+            self._install(self._rebuild(new), new.alpha_algorithm)
         self.state = new
         self._write_alpha(new.alpha_controller.alpha)
         if new.stage == SeedStage.TRAINING:
             self._grads.attach(self._incubated_params())
         self._refresh_mode()
 
+    def _width_seed_fits(self, new: SlotState) -> bool:
+        """For a width seed: whether the installed one has the checkpoint's shapes."""
+        seed = self.seed
+        if not isinstance(seed, WidthSeed):
+            return new.width is None
+        assert self._width_growth is not None
+        return (
+            new.width is not None
+            and seed.units == new.width["units"]
+            and seed.fits(self._width_growth.site(self.slot_id))
+        )
+
+    def _rebuild(self, new: SlotState) -> nn.Module:
+        """The checkpoint's seed, freshly built (its tensors load next)."""
+        assert new.blueprint_id is not None
+        try:
+            seed = self._build(new.blueprint_id, dict(new.blueprint_kwargs), new.alpha_algorithm)
+        except WidthGrowthError as exc:
+            raise CheckpointError(f"checkpoint state for slot {self.slot_id!r} does not fit: {exc}") from exc
+        if _width_record(seed) != new.width:
+            raise CheckpointError(
+                f"checkpoint state for slot {self.slot_id!r} records width {new.width}, but the "
+                f"blueprint builds {_width_record(seed)} here"
+            )
+        return seed
+
     def extra_repr(self) -> str:
         return (
             f"slot_id={self.slot_id!r}, channels={self.channels}, stage={self.stage.name}, "
             f"blueprint={self.state.blueprint_id!r}, alpha={self.alpha:.3f}"
         )
+
+
+def _width_record(seed: nn.Module) -> dict[str, int] | None:
+    """What a width seed grows (kept in the slot state for checkpoints); None for residual seeds."""
+    if not isinstance(seed, WidthSeed):
+        return None
+    return {"base": seed.base_units, "units": seed.units}

@@ -32,6 +32,8 @@ class SlotState:
         germinations: seeds germinated in this slot so far (names default seed ids).
         metrics: progress metrics of the current seed.
         alpha_controller: the alpha schedule.
+        width: for a width seed, ``{"base": units before, "units": units added}`` at its site
+            (kept after fossilizing: a checkpoint re-creates the widened shapes from it).
     """
 
     stage: SeedStage = SeedStage.DORMANT
@@ -45,6 +47,7 @@ class SlotState:
     germinations: int = 0
     metrics: SeedMetrics = field(default_factory=SeedMetrics)
     alpha_controller: AlphaController = field(default_factory=AlphaController)
+    width: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Primitives only."""
@@ -61,6 +64,7 @@ class SlotState:
             "germinations": self.germinations,
             "metrics": self.metrics.to_dict(),
             "alpha_controller": self.alpha_controller.to_dict(),
+            "width": None if self.width is None else dict(self.width),
         }
 
     @classmethod
@@ -81,6 +85,7 @@ class SlotState:
                 germinations=int(data["germinations"]),
                 metrics=SeedMetrics.from_dict(data["metrics"]),
                 alpha_controller=AlphaController.from_dict(data["alpha_controller"]),
+                width=_opt_width(data.get("width")),  # absent in checkpoints before width growth
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(
@@ -93,6 +98,14 @@ class SlotState:
                 f"{state.stage.name} with blueprint {state.blueprint_id!r}"
             )
         return state
+
+
+def _opt_width(value: Any) -> dict[str, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"base", "units"}:
+        raise ValueError(f"expected width as {{'base': int, 'units': int}} or None, got {value!r}")
+    return {"base": int(value["base"]), "units": int(value["units"])}
 
 
 def _opt_str(value: Any) -> str | None:

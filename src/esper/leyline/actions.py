@@ -57,7 +57,8 @@ class Action:
         op: the operation.
         slot: the target slot id (e.g. ``"r0c1"``); None for WAIT.
         blueprint: blueprint name for GERMINATE.
-        alpha_algorithm: blend algorithm for GERMINATE.
+        alpha_algorithm: blend algorithm for GERMINATE (not read for a width blueprint, whose
+            new units' term is always added: the engine germinates it with ADD).
         alpha_curve: alpha ramp curve for GERMINATE.
         tempo_epochs: blend length in epochs for GERMINATE / SET_ALPHA_TARGET.
         alpha_target: target alpha for SET_ALPHA_TARGET.

@@ -19,6 +19,7 @@ from esper.leyline.stages import SeedStage
 
 __all__ = [
     "EVENT_TYPES",
+    "ActorRestarted",
     "AlphaChanged",
     "EpochEnd",
     "Event",
@@ -152,6 +153,8 @@ class EpochEnd(_EventBase):
     seed_params: int
     lr: float
     wall_time_s: float
+    train_flops: float = 0.0
+    """Training FLOPs of the run so far (forward + backward, counted once per structure)."""
     seeds: dict[str, SeedSnapshot] = field(default_factory=dict)
 
 
@@ -266,6 +269,24 @@ class Reward(_EventBase):
     components: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActorRestarted(_EventBase):
+    """A remote environment's worker died and was replaced; its episode was redone from its seed.
+
+    ``epoch`` is the PPO round (as in ``PPOUpdate``); ``step`` is the episode step that was lost
+    (0: the reset); ``attempt`` counts the restarts within that episode.
+    """
+
+    EVENT: ClassVar[str] = "actor_restarted"
+
+    round: int
+    env: int
+    step: int
+    seed: int | None
+    reason: str
+    attempt: int = 1
+
+
 Event: TypeAlias = (
     RunStarted
     | EpochEnd
@@ -278,6 +299,7 @@ Event: TypeAlias = (
     | RunFinished
     | PPOUpdate
     | Reward
+    | ActorRestarted
 )
 
 EVENT_TYPES: Mapping[str, type[Event]] = {
@@ -294,6 +316,7 @@ EVENT_TYPES: Mapping[str, type[Event]] = {
         RunFinished,
         PPOUpdate,
         Reward,
+        ActorRestarted,
     )
 }
 """Event name (the ``"event"`` key) -> event class."""

@@ -28,9 +28,7 @@ VALID_TRANSITIONS: MappingProxyType[SeedStage, frozenset[SeedStage]] = MappingPr
         SeedStage.GERMINATED: frozenset({SeedStage.TRAINING, SeedStage.PRUNED}),
         SeedStage.TRAINING: frozenset({SeedStage.BLENDING, SeedStage.PRUNED}),
         SeedStage.BLENDING: frozenset({SeedStage.HOLDING, SeedStage.PRUNED}),
-        SeedStage.HOLDING: frozenset(
-            {SeedStage.FOSSILIZED, SeedStage.BLENDING, SeedStage.PRUNED}
-        ),
+        SeedStage.HOLDING: frozenset({SeedStage.FOSSILIZED, SeedStage.BLENDING, SeedStage.PRUNED}),
         SeedStage.FOSSILIZED: frozenset(),
         SeedStage.PRUNED: frozenset({SeedStage.EMBARGOED}),
         SeedStage.EMBARGOED: frozenset({SeedStage.RESETTING}),
@@ -39,9 +37,7 @@ VALID_TRANSITIONS: MappingProxyType[SeedStage, frozenset[SeedStage]] = MappingPr
 )
 """Legal lifecycle moves: ``VALID_TRANSITIONS[a]`` is the set of stages reachable from ``a``."""
 
-_ACTIVE = frozenset(
-    {SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED}
-)
+_ACTIVE = frozenset({SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED})
 _TERMINAL = frozenset({SeedStage.FOSSILIZED})
 _FAILURE = frozenset({SeedStage.PRUNED, SeedStage.EMBARGOED, SeedStage.RESETTING})
 
@@ -67,3 +63,8 @@ def is_terminal_stage(stage: SeedStage | int) -> bool:
 def is_failure_stage(stage: SeedStage | int) -> bool:
     """True for the stages a pruned seed passes through (PRUNED, EMBARGOED, RESETTING)."""
     return stage in _FAILURE
+
+
+OUTPUT_STAGES: frozenset[SeedStage] = frozenset({SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED})
+"""Stages whose seed shapes the model's output (GERMINATED and TRAINING seeds leave it unchanged):
+the seeds of a run's final model, of its export and of its summary's parameter count."""

@@ -54,7 +54,17 @@ class JsonlSink:
         self._file = open(self.path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
 
     def emit(self, event: Event) -> None:
-        """Append the event as one line and flush it to the OS."""
+        """Append the event as one line and flush it to the OS.
+
+        Raises:
+            EventLogError: the log was deleted while the run was writing it (further lines
+                would go into a file no one can read: the run stops, and can be resumed).
+        """
+        if os.fstat(self._file.fileno()).st_nlink == 0:  # one fstat per event: cheap
+            raise EventLogError(
+                f"{self.path} was deleted while the run was writing it; the events since then are "
+                f"lost. The run's last checkpoint is intact: continue it with --resume"
+            )
         self._file.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
         self._file.flush()
 

@@ -107,7 +107,7 @@ def engine_for_user_run(config: RunConfig, run: UserRun, telemetry: Telemetry | 
         run.model,
         run.train,
         run.val,
-        engine_settings(config, DEFAULT_EPOCHS, DEFAULT_LR, device),
+        engine_settings(config, DEFAULT_EPOCHS, DEFAULT_LR, run.spec.num_classes, device),
         telemetry=telemetry,
         device=device,
     )

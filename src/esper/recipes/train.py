@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from esper.data import Task, get_task
-from esper.errors import CheckpointError, ConfigError
+from esper.errors import CheckpointError
 from esper.karn.report import write_report
 from esper.leyline.events import RunFinished, RunStarted
 from esper.leyline.observation import Policy
@@ -33,6 +35,7 @@ from esper.recipes.byom import (
     prepare_user_run,
     run_label,
 )
+from esper.recipes.run_dir import RunDir
 from esper.recipes.sinks import run_sinks
 from esper.tolaria.build import engine_for_task
 from esper.tolaria.checkpoint import (
@@ -42,7 +45,7 @@ from esper.tolaria.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from esper.tolaria.config import RunConfig
+from esper.tolaria.config import RESUMABLE, RunConfig
 from esper.tolaria.engine import Engine
 from esper.tolaria.export import InputSpec
 
@@ -75,46 +78,55 @@ def run_training(
 ) -> dict[str, Any]:
     """Train one run and return its summary; everything it leaves is in ``config.out``.
 
-    A fresh run refuses a directory that already holds a checkpoint (use ``resume``).
+    The run folder is a :class:`~esper.recipes.run_dir.RunDir` of kind ``"train"``: a fresh
+    run refuses a folder that holds any Esper file, the folder is locked while training, and a
+    resume refuses settings outside :data:`~esper.tolaria.config.RESUMABLE`. A resume of a run
+    killed after its last epoch but before its summary writes the summary and report.
     """
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     if resume and not (run_dir / CHECKPOINT_NAME).is_file():
         raise CheckpointError(f"cannot resume: no {CHECKPOINT_NAME} in {str(run_dir)!r}")
-    if not resume and (run_dir / CHECKPOINT_NAME).exists():
-        raise ConfigError(
-            f"{str(run_dir)!r} already holds a run; pass --resume {run_dir} to continue it "
-            f"or choose another --out"
-        )
     config = absolute_factory_paths(config.replace(out=str(run_dir)))
     source = _source(config)  # built and checked before the run directory exists
     saved = load_checkpoint(run_dir / CHECKPOINT_NAME) if resume else None
     epochs = config.epochs or (source.default_epochs if isinstance(source, Task) else DEFAULT_EPOCHS)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    sinks = run_sinks(
-        run_dir, resume=resume, quiet=config.quiet, tensorboard=config.tensorboard, total_epochs=epochs
-    )
-    with Telemetry([*sinks, *(extra_sinks or [])]) as telemetry:
-        if isinstance(source, Task):
-            engine = engine_for_task(config, source, telemetry)
-        else:
-            engine = engine_for_user_run(config, source, telemetry)
-        resolved = resolve_config(config, engine, source)
-        atomic_write_text(run_dir / "config.json", json.dumps(resolved.to_dict(), indent=2) + "\n")
-        if saved is not None:
-            restore(engine, controller, saved, run_dir)
-        summary = run_engine(engine, controller, resolved, source, run_dir)
-    summary["run_dir"] = str(run_dir)
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    write_report(run_dir)
+    with RunDir.open(
+        run_dir, kind="train", resume=resume, config=config.to_dict(), resumable=RESUMABLE
+    ) as folder:
+        sinks = run_sinks(
+            run_dir, resume=resume, quiet=config.quiet, tensorboard=config.tensorboard, total_epochs=epochs
+        )
+        with Telemetry([*sinks, *(extra_sinks or [])]) as telemetry:
+            if isinstance(source, Task):
+                engine = engine_for_task(config, source, telemetry)
+            else:
+                engine = engine_for_user_run(config, source, telemetry)
+            resolved = resolve_config(config, engine, source)
+            folder.record_resolved(resolved.to_dict())
+            atomic_write_text(run_dir / "config.json", json.dumps(resolved.to_dict(), indent=2) + "\n")
+            if saved is not None:
+                restore(engine, controller, saved, run_dir)
+            summary = run_engine(engine, controller, resolved, source, run_dir)
+        summary["run_dir"] = str(run_dir)
+        summary["torch_threads"] = torch.get_num_threads()  # results depend on it
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_report(run_dir)
     return summary
 
 
 def _source(config: RunConfig) -> Task | UserRun:
     """What the run trains: one of Esper's tasks, or the user's model and data (``config.model``)."""
-    if config.model is not None:
-        return prepare_user_run(config)
+    return prepare_user_run(config) if config.model is not None else task_of(config)
+
+
+def task_of(config: RunConfig) -> Task:
+    """The task a run config names, with its options (data folder, text, batch, host width)."""
     return get_task(
-        config.task, data_dir=config.data_dir, text_file=config.text_file, batch_size=config.batch_size
+        config.task,
+        data_dir=config.data_dir,
+        text_file=config.text_file,
+        batch_size=config.batch_size,
+        host_channels=config.host_channels,
     )
 
 
@@ -198,6 +210,7 @@ def summarize(engine: Engine, task: str, controller: str, seed: int) -> dict[str
         **engine.counters,
         "rollbacks": engine.governor.rollbacks,
         "wall_time_s": round(engine.wall_time_s, 3),
+        "train_flops": engine.train_flops,
         "device": str(engine.device),
         "amp": engine.config.amp,
     }

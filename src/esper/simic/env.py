@@ -102,8 +102,9 @@ class MorphogenesisEnv(gym.Env[np.ndarray, np.ndarray]):
             max_seed_params=max_seed_params,
             blueprints=list(blueprints) if blueprints is not None else None,
         ).replace(**dict(run_overrides or {}))
+        cfg = self.base_config
         self.task: Task = get_task(
-            task, data_dir=self.base_config.data_dir, text_file=self.base_config.text_file
+            task, data_dir=cfg.data_dir, text_file=cfg.text_file, host_channels=cfg.host_channels
         )
         host = self.task.make_host()
         assert isinstance(host, HostBase)

@@ -10,6 +10,11 @@ a killed run resumes from its last finished round with ``resume=True``. Each rou
 Environment seeds are a function of ``(seed, round, env index)``, so a round's episodes are
 the same whether the run was resumed or not.
 
+``backend="local"`` runs the environments in this process (``SyncVectorEnv``) or in spawned
+subprocesses (``vector="async"``); ``backend="ray"`` runs each in a Ray actor (see
+:mod:`esper.simic.ray_backend`), on a local Ray runtime or the cluster at ``address``. Both give
+the same rollouts for the same seeds, and a run may resume on the other backend.
+
 With ``lstm=True`` the policy is recurrent: the rollout threads the LSTM state from step to
 step (zeroed where an episode starts), the buffer records the state the rollout started from,
 and the update replays whole environment sequences from it (``minibatch_size // episode_length``
@@ -21,12 +26,13 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsFloat, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -34,31 +40,37 @@ import torch
 
 from esper.errors import CheckpointError, ConfigError
 from esper.leyline.actions import HEADS
-from esper.leyline.events import PPOUpdate
+from esper.leyline.events import Event, PPOUpdate
 from esper.nissa.io import atomic_write_bytes, atomic_write_text
 from esper.nissa.telemetry import Sink, Telemetry
 from esper.simic.buffer import RolloutBuffer
 from esper.simic.env import MorphogenesisEnv
 from esper.simic.ppo import PPOConfig, PPOTrainer
+from esper.simic.ray_backend import RayVectorEnv, check_address  # imports Ray only when used
 from esper.simic.rewards import REWARD_MODES
 from esper.tamiyo.learned import select_actions
 from esper.tamiyo.masks import JointLegality
 from esper.tamiyo.policy_net import FactoredPolicy
 from esper.tolaria.checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["POLICY_NAME", "PPO_CHECKPOINT", "PPORunConfig", "make_vector_env", "train_ppo"]
+__all__ = ["POLICY_NAME", "PPO_CHECKPOINT", "RESUMABLE", "PPORunConfig", "make_vector_env", "train_ppo"]
+
+_T = TypeVar("_T")
 
 PPO_CHECKPOINT = "ppo_checkpoint.pt"
 POLICY_NAME = "policy.pt"
 VECTOR_MODES = ("auto", "sync", "async")
+BACKENDS = ("local", "ray")
 # may change between a run and its resume without changing what is learned
-_RESUMABLE = frozenset({"rounds", "out", "quiet", "tensorboard", "vector"})
+RESUMABLE = frozenset({"rounds", "out", "quiet", "tensorboard", "vector", "backend", "address"})
 
 
 @dataclass(frozen=True)
 class PPORunConfig:
     """A PPO training run. ``vector="auto"`` uses ``SyncVectorEnv`` (faster on few cores: see
-    benchmarks/ppo_throughput.py); ``"async"`` runs each environment in a spawned process."""
+    benchmarks/ppo_throughput.py); ``"async"`` runs each environment in a spawned process.
+    ``backend="ray"`` runs each environment in a Ray actor instead, on the cluster at
+    ``address`` (``"auto"`` or ``HOST:PORT``; None starts a local Ray runtime)."""
 
     task: str = "digits-impaired"
     rounds: int = 20
@@ -68,6 +80,8 @@ class PPORunConfig:
     seed: int = 0
     out: str = "runs/ppo"
     vector: str = "auto"
+    backend: str = "local"
+    address: str | None = None
     hidden: int = 64
     lstm: bool = False
     lstm_hidden: int = 64
@@ -100,14 +114,33 @@ class PPORunConfig:
             problems.append(f"lstm must be a bool, got {self.lstm!r}")
         if self.reward not in REWARD_MODES:
             problems.append(f"reward {self.reward!r} is not one of {list(REWARD_MODES)}")
+        if isinstance(self.seed, int) and not 0 <= self.seed < 2**63:
+            problems.append(f"seed must be in [0, 2**63), got {self.seed}")
         if self.vector not in VECTOR_MODES:
             problems.append(f"vector {self.vector!r} is not one of {list(VECTOR_MODES)}")
+        problems += self._backend_problems()
         try:
             self.ppo_config()
         except ConfigError as exc:
             problems.append(str(exc))
         if problems:
             raise ConfigError("invalid PPO run config:\n  - " + "\n  - ".join(problems))
+
+    def _backend_problems(self) -> list[str]:
+        if self.backend not in BACKENDS:
+            return [f"backend {self.backend!r} is not one of {list(BACKENDS)}"]
+        if self.backend == "local":
+            return [] if self.address is None else [
+                f"address {self.address!r} needs backend 'ray' (got backend 'local')"
+            ]
+        problems = [] if self.vector == "auto" else [
+            f"vector {self.vector!r} applies to backend 'local' only; backend 'ray' runs one actor per env"
+        ]
+        try:
+            check_address(self.address)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        return problems
 
     def ppo_config(self) -> PPOConfig:
         """The PPO hyperparameters; the entropy coefficient anneals over all ``rounds``.
@@ -149,7 +182,7 @@ class PPORunConfig:
         return cls(**data)
 
 
-def _env_factory(config: PPORunConfig, threads: int | None) -> Callable[[], MorphogenesisEnv]:
+def _env_factory(config: PPORunConfig, threads: int | None) -> Callable[[], gym.Env]:
     return partial(
         _make_env,
         threads,
@@ -162,14 +195,56 @@ def _env_factory(config: PPORunConfig, threads: int | None) -> Callable[[], Morp
     )
 
 
-def _make_env(threads: int | None, **kwargs: Any) -> MorphogenesisEnv:
+def _make_env(threads: int | None, **kwargs: Any) -> gym.Env:
     if threads is not None:
         torch.set_num_threads(threads)  # one process per env: don't oversubscribe the cores
-    return MorphogenesisEnv(**kwargs)
+    return _OwnRNG(MorphogenesisEnv(**kwargs))
 
 
-def make_vector_env(config: PPORunConfig) -> gym.vector.VectorEnv:
-    """``K`` environments; async ones are spawned (forking a process that has run torch can deadlock)."""
+class _OwnRNG(gym.Wrapper):
+    """Gives an environment its own global torch and Python RNG streams, as a process of its own
+    has: its host training (which seeds and draws from them) and the rollout's action sampling
+    in the same process neither feed nor see each other's draws. So the in-process backend gives
+    the same rollouts as subprocesses and Ray actors. The streams start as a fresh process's
+    torch stream and ``Random(0)``; ``reset`` reseeds them from the episode's seed anyway."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self._torch_state = torch.Generator().get_state()
+        self._python_state = random.Random(0).getstate()
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        return self._isolated(self.env.reset, **kwargs)
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        return self._isolated(self.env.step, action)
+
+    def _isolated(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        caller = torch.get_rng_state(), random.getstate()
+        torch.set_rng_state(self._torch_state)
+        random.setstate(self._python_state)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._torch_state, self._python_state = torch.get_rng_state(), random.getstate()
+            torch.set_rng_state(caller[0])
+            random.setstate(caller[1])
+
+
+def make_vector_env(
+    config: PPORunConfig, emit: Callable[[Event], None] | None = None
+) -> gym.vector.VectorEnv:
+    """``K`` environments; async ones are spawned (forking a process that has run torch can deadlock).
+
+    ``emit`` receives the Ray backend's ``ActorRestarted`` events (the local backends emit none).
+
+    Raises:
+        BackendError: backend ``"ray"`` without Ray, with an address that does not answer, or
+            with actors that run another esper version.
+    """
+    if config.backend == "ray":
+        fns = [_env_factory(config, threads=1) for _ in range(config.envs)]
+        return RayVectorEnv(fns, address=config.address, emit=emit)
     if config.vector == "async" and config.envs > 1:
         fns = [_env_factory(config, threads=1) for _ in range(config.envs)]
         return gym.vector.AsyncVectorEnv(fns, context="spawn")
@@ -197,10 +272,11 @@ class _Rollout:
             t, n, policy.obs_dim, len(HEADS), policy.mask_dim, lstm_hidden=lstm_hidden
         )
 
-    def collect(self, seeds: list[int]) -> dict[str, float]:
+    def collect(self, seeds: list[int], round_: int) -> dict[str, float]:
         n = self.config.envs
         # Vector envs accept one seed per env, which gymnasium's stub does not say.
-        obs, info = self.envs.reset(seed=seeds)  # type: ignore[arg-type]
+        # The round is for the Ray backend's restart events; environments ignore it.
+        obs, info = self.envs.reset(seed=seeds, options={"round": round_})  # type: ignore[arg-type]
         # The state the rollout starts from (zeros; step 0 starts every episode anyway).
         state = self.policy.initial_state(n) if self.policy.use_lstm else None
         self.buffer.reset(state)
@@ -252,6 +328,8 @@ def train_ppo(
         ConfigError: a fresh run into a directory that already holds one (use ``resume``), or
             a resume whose settings differ from the saved run's.
         CheckpointError: ``resume`` without a checkpoint in ``config.out``.
+        BackendError: the environments' backend cannot start (see :func:`make_vector_env`);
+            nothing is written then.
     """
     out = Path(config.out)
     ckpt_path = out / PPO_CHECKPOINT
@@ -260,10 +338,11 @@ def train_ppo(
         raise ConfigError(
             f"{str(out)!r} already holds a PPO run; pass --resume to continue it or choose another --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "ppo_config.json", json.dumps(config.to_dict(), indent=2) + "\n")
-    envs = make_vector_env(config)
+    telemetry = Telemetry()  # its sinks come once the run folder exists
+    envs = make_vector_env(config, emit=telemetry.emit)  # fails before anything is written
     try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "ppo_config.json", json.dumps(config.to_dict(), indent=2) + "\n")
         obs_dim = int(envs.single_observation_space.shape[0])  # type: ignore[index]
         head_sizes = dict(zip(HEADS, (int(n) for n in envs.single_action_space.nvec), strict=True))  # type: ignore[attr-defined]
         torch.manual_seed(config.seed)  # before the policy's init, so that it is seeded too
@@ -277,7 +356,9 @@ def train_ppo(
             trainer.load_state_dict(saved["trainer"])
             sampler.set_state(saved["sampler"])
             history = [dict(h) for h in saved["history"]]
-        with Telemetry(sinks() if sinks else []) as telemetry:
+        for sink in sinks() if sinks else []:
+            telemetry.add_sink(sink)
+        with telemetry:
             for round_ in range(len(history), config.rounds):
                 metrics = _train_round(envs, policy, trainer, config, round_, sampler)
                 history.append(metrics)
@@ -291,6 +372,7 @@ def train_ppo(
         "final_accuracy": history[-1]["final_accuracy"] if history else None,
         "policy": str(out / POLICY_NAME),
         "out": str(out),
+        "torch_threads": torch.get_num_threads(),  # results depend on it
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
@@ -308,7 +390,7 @@ def _train_round(
     rollout = _Rollout(envs, policy, config)
     with torch.random.fork_rng(devices=[]):  # action sampling has its own, checkpointed stream
         torch.set_rng_state(sampler.get_state())
-        stats = rollout.collect(_episode_seeds(config, round_))
+        stats = rollout.collect(_episode_seeds(config, round_), round_)
         sampler.set_state(torch.get_rng_state())
     t0 = time.perf_counter()
     metrics = trainer.update(rollout.buffer)
@@ -359,7 +441,7 @@ def _load_for_resume(config: PPORunConfig, path: Path) -> dict[str, Any]:
     differ = [
         f"{f.name}: saved {saved.get(f.name, f.default)!r}, given {getattr(config, f.name)!r}"
         for f in fields(config)
-        if f.name not in _RESUMABLE and getattr(config, f.name) != saved.get(f.name, f.default)
+        if f.name not in RESUMABLE and getattr(config, f.name) != saved.get(f.name, f.default)
     ]
     if differ:
         raise ConfigError("cannot resume with different settings:\n  - " + "\n  - ".join(differ))

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from esper.errors import CheckpointError, ConfigError, ShapeError
 from esper.leyline.actions import HEADS, OP_HEADS, LifecycleOp
+from esper.tolaria.checkpoint import check_state_fits, load_weights_file
 
 __all__ = [
     "MASK_LOGIT",
@@ -58,7 +59,7 @@ MaskInput = Tensor | Mapping[str, Tensor] | None
 
 def op_head_table() -> Tensor:
     """``[n_ops, n_heads]`` float 0/1 table: row ``op`` marks the heads ``OP_HEADS[op]`` uses."""
-    table = torch.zeros(len(LifecycleOp), len(HEADS))
+    table = torch.zeros(len(LifecycleOp), len(HEADS), device="cpu")  # also under a meta device
     for op, names in OP_HEADS.items():
         for name in names:
             table[int(op), HEADS.index(name)] = 1.0
@@ -144,9 +145,10 @@ class FactoredPolicy(nn.Module):
 
     def _register_layout_buffers(self) -> None:
         """Index tables that pad the flat layout to ``[n_heads, max_size]`` in one gather."""
-        sizes = torch.tensor(list(self.head_sizes.values()))
+        # On the CPU even while built under a meta device (to check a file's shapes).
+        sizes = torch.tensor(list(self.head_sizes.values()), device="cpu")
         offsets = torch.cumsum(sizes, 0) - sizes
-        k = torch.arange(int(sizes.max()))
+        k = torch.arange(int(sizes.max()), device="cpu")
         pad_index = offsets[:, None] + torch.minimum(k[None, :], sizes[:, None] - 1)
         self.register_buffer("_pad_index", pad_index, persistent=False)
         self.register_buffer("_pad_valid", k[None, :] < sizes[:, None], persistent=False)
@@ -371,10 +373,16 @@ def load_policy(
         CheckpointError: the file is not a policy, or it was trained for another observation
             size or action space than the one given.
     """
-    blob = torch.load(path, map_location=map_location, weights_only=True)
+    blob = load_weights_file(Path(path), map_location, "policy")
     if not isinstance(blob, dict) or not {"config", "state_dict"} <= blob.keys():
         raise CheckpointError(f"{path} is not a policy file (expected 'config' and 'state_dict')")
     config = blob["config"]
+    problems = _policy_config_problems(config)
+    if problems:
+        raise CheckpointError(
+            f"policy {path} has an invalid config:\n  - " + "\n  - ".join(problems)
+            + "\n(re-create it with 'esper train ppo')"
+        )
     if obs_dim is not None and config["obs_dim"] != obs_dim:
         raise CheckpointError(
             f"policy {path} was trained for obs_dim={config['obs_dim']} but the environment "
@@ -385,6 +393,42 @@ def load_policy(
             f"policy {path} has action heads {config['head_sizes']} but the environment "
             f"needs {dict(head_sizes)}; the slot count or blueprint catalogue differs"
         )
-    policy = FactoredPolicy.from_config(config)
-    policy.load_state_dict(blob["state_dict"])
+    source = f"policy {path}"
+    try:
+        with torch.device("meta"):  # shapes only: a crafted config may claim any size
+            check_state_fits(FactoredPolicy.from_config(config), blob["state_dict"], source)
+        policy = FactoredPolicy.from_config(config)
+        policy.load_state_dict(blob["state_dict"])
+    except (ConfigError, RuntimeError, ValueError, TypeError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{source} does not build: {exc}") from None
     return policy.to(map_location)
+
+
+MAX_POLICY_WIDTH = 1 << 16
+"""The largest observation size, layer width or head size a policy file may declare."""
+
+
+def _policy_config_problems(config: Any) -> list[str]:
+    """What is wrong with a policy file's ``config`` (types and sane bounds), before building."""
+    if not isinstance(config, dict):
+        return [f"config must be a dict, got {type(config).__name__}"]
+    sizes = {name: config.get(name, 128) for name in ("hidden", "lstm_hidden")}
+    sizes["obs_dim"] = config.get("obs_dim")
+    heads = config.get("head_sizes")
+    if isinstance(heads, dict):
+        sizes.update({f"head_sizes[{name!r}]": size for name, size in heads.items()})
+    problems = [
+        f"{name} must be an int in [1, {MAX_POLICY_WIDTH}], got {value!r}"
+        for name, value in sizes.items()
+        if type(value) is not int or not 1 <= value <= MAX_POLICY_WIDTH
+    ]
+    if not isinstance(heads, dict):
+        problems.append(f"head_sizes must be a dict of head -> size, got {heads!r}")
+    if not isinstance(config.get("lstm", False), bool):
+        problems.append(f"lstm must be a bool, got {config.get('lstm')!r}")
+    unknown = sorted(set(config) - {"obs_dim", "head_sizes", "hidden", "lstm", "lstm_hidden"})
+    if unknown:
+        problems.append(f"unknown keys {unknown}")
+    return problems

@@ -19,8 +19,10 @@ from esper.nissa.io import atomic_write_bytes
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_NAME",
+    "check_state_fits",
     "load_checkpoint",
     "load_grown",
+    "load_weights_file",
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
@@ -51,13 +53,56 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     return p
 
 
+def load_weights_file(path: Path, map_location: str | torch.device, what: str) -> Any:
+    """``torch.load(weights_only=True)``; any failure is a CheckpointError naming ``what`` and the file.
+
+    torch itself checks each storage's declared size against its zip record before reading it,
+    so a file cannot make this allocate more than it holds.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        reason = _load_failure(exc)
+        raise CheckpointError(f"{what} {str(path)!r} is corrupt or unreadable: {reason}") from None
+
+
+def _load_failure(exc: BaseException) -> str:
+    """torch's reason, without its advice to load with ``weights_only=False`` (that runs the
+    file's code: never the fix for a file Esper did not write)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error: "
+    if marker in text:
+        reason = text[text.index(marker) + len(marker) :].split(". Please use", 1)[0].strip()
+        return f"{reason} (Esper loads only tensors and primitives)"
+    lines = [line for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+def check_state_fits(skeleton: torch.nn.Module, state: Any, source: str) -> None:
+    """Refuse ``state`` unless it holds a tensor of the right shape for every tensor of ``skeleton``.
+
+    Build ``skeleton`` from the file's config on the meta device (no memory): a config that
+    claims a larger model than the file holds is refused before anything is allocated.
+    """
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source}: the weights are not a state dict (got {type(state).__name__})")
+    for key, expected in skeleton.state_dict().items():
+        if not isinstance(expected, torch.Tensor):
+            continue  # extra state (slot lifecycle records)
+        held = state.get(key)
+        shape = tuple(held.shape) if isinstance(held, torch.Tensor) else None
+        if shape != tuple(expected.shape):
+            raise CheckpointError(
+                f"{source}: its config describes {key} of shape {tuple(expected.shape)} but the file "
+                f"holds {'no such tensor' if shape is None else f'shape {shape}'}; the file is corrupt "
+                f"or was edited (re-create it with Esper)"
+            )
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; a corrupt or foreign file is a CheckpointError."""
     p = resolve_checkpoint_path(path)
-    try:
-        data = torch.load(p, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {str(p)!r} is corrupt or unreadable: {exc}") from exc
+    data = load_weights_file(p, map_location, "checkpoint")
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{str(p)!r} is not an Esper checkpoint (expected format {CHECKPOINT_FORMAT!r})"
@@ -80,20 +125,29 @@ def load_grown(
     Returns:
         the model in eval mode.
     """
-    data = load_checkpoint(path, map_location)
+    file = resolve_checkpoint_path(path)
+    data = load_checkpoint(file, map_location)
+    source = f"checkpoint {str(file)!r}"
     try:
         config, state = data["model_config"], data["model"]
     except KeyError as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r} has no model: missing {exc}") from exc
+        raise CheckpointError(f"{source} has no model: missing {exc}") from exc
     if config.get("injected"):
-        grown = _reinjected(data, str(path), model)
-    elif model is not None:
+        grown = _reinjected(data, source, model)
+        grown.load_state_dict(state)  # all or nothing; the user's model fixes the shapes
+        return grown.to(map_location).eval()
+    if model is not None:
         raise CheckpointError(
-            f"{str(path)!r} holds one of Esper's own hosts ({config.get('host_class')!r}), which it "
+            f"{source} holds one of Esper's own hosts ({config.get('host_class')!r}), which it "
             "rebuilds itself: call load_grown without model="
         )
-    else:
-        grown = MorphogeneticModel.from_config(config)
+    try:
+        with torch.device("meta"):  # shapes only: the config may claim any size
+            skeleton = MorphogeneticModel.from_config(config)
+    except (RuntimeError, ValueError, TypeError, OverflowError) as exc:
+        raise CheckpointError(f"{source}: its model config is invalid: {exc}") from None
+    check_state_fits(skeleton, state, source)
+    grown = MorphogeneticModel.from_config(config)
     grown.load_state_dict(state)
     return grown.to(map_location).eval()
 

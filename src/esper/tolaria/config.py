@@ -16,10 +16,27 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from esper.errors import ConfigError, did_you_mean
 
-__all__ = ["AMP_MODES", "CONTROLLERS", "INPUT_DTYPES", "RunConfig", "load_config_file"]
+__all__ = ["AMP_MODES", "CONTROLLERS", "INPUT_DTYPES", "RESUMABLE", "RunConfig", "load_config_file"]
 
 CONTROLLERS: tuple[str, ...] = ("heuristic", "static", "random", "policy")
 AMP_MODES: tuple[str, ...] = ("auto", "none", "bf16", "fp16")
+SEED_LIMIT = 2**63
+"""Seeds are below 2**63: torch takes 64 bits, and derived seeds (seed + offsets) must fit too."""
+RESUMABLE: frozenset[str] = frozenset(
+    {
+        "epochs",
+        "out",
+        "device",
+        "compile",
+        "compile_backend",
+        "checkpoint_every",
+        "data_dir",
+        "text_file",
+        "tensorboard",
+        "quiet",
+    }
+)
+"""The settings a resume may change: where and how fast it runs, not what it learns."""
 INPUT_DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "uint8")
 """Torch dtype names an ``example_input_shape`` input may have (no torch import here)."""
 
@@ -51,6 +68,8 @@ class RunConfig:
     quiet: bool = False
     slots: list[str] | None = None
     max_seed_params: int | None = None
+    host_channels: int | None = None
+    """The host's width (CNN base channels / transformer embedding width); None: the task's."""
     plateau_window: int = 3
     plateau_min_delta: float = 0.005
     min_training_epochs: int = 3
@@ -156,6 +175,7 @@ def _value_problems(cfg: RunConfig) -> list[str]:
         "governor_window",
         "blend_tempo_epochs",
         "max_seed_params",
+        "host_channels",
     ):
         v = getattr(cfg, name)
         if isinstance(v, int) and v < 1:
@@ -172,7 +192,44 @@ def _value_problems(cfg: RunConfig) -> list[str]:
         p.append("lr: must be > 0")
     if isinstance(cfg.governor_spike_factor, int | float) and not cfg.governor_spike_factor > 1:
         p.append(f"governor_spike_factor: must be > 1, got {cfg.governor_spike_factor}")
-    return p + _user_model_problems(cfg)
+    problems = _seed_problems(cfg) + _backend_problems(cfg) + _blueprint_problems(cfg)
+    return p + problems + _user_model_problems(cfg)
+
+
+def _seed_problems(cfg: RunConfig) -> list[str]:
+    if type(cfg.seed) is int and not 0 <= cfg.seed < SEED_LIMIT:
+        return [f"seed: must be in [0, 2**63), got {cfg.seed}"]
+    return []
+
+
+def _backend_problems(cfg: RunConfig) -> list[str]:
+    """An unknown ``compile_backend`` (torch's registry; imported only for a non-default name)."""
+    if not isinstance(cfg.compile_backend, str) or cfg.compile_backend == "inductor":
+        return []
+    import torch._dynamo
+
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if cfg.compile_backend in known:
+        return []
+    return [
+        f"compile_backend: {cfg.compile_backend!r} is not a torch.compile backend; the backends are "
+        f"{', '.join(known)}." + did_you_mean(cfg.compile_backend, known)
+    ]
+
+
+def _blueprint_problems(cfg: RunConfig) -> list[str]:
+    """Blueprint names that no topology registers (the registry is imported only when needed)."""
+    if not isinstance(cfg.blueprints, list):
+        return []
+    from esper.kasmina.blueprints import TOPOLOGIES, BlueprintRegistry
+
+    known = sorted({name for t in TOPOLOGIES for name in BlueprintRegistry.names(t)})
+    return [
+        f"blueprints: unknown blueprint {name!r}; the blueprints are {', '.join(known)}."
+        + did_you_mean(name, known)
+        for name in cfg.blueprints
+        if name not in known
+    ]
 
 
 def _user_model_problems(cfg: RunConfig) -> list[str]:
@@ -189,9 +246,9 @@ def _user_model_problems(cfg: RunConfig) -> list[str]:
         p.append("target_modules: a model needs target modules (--target-modules NAME), where slots go")
     if cfg.batch_size is not None:
         p.append("batch_size: the data factory builds the batches; set the batch size there")
-    for name in ("data_dir", "text_file"):
+    for name in ("data_dir", "text_file", "host_channels"):
         if getattr(cfg, name) is not None:
-            p.append(f"{name}: a task option; with model=... the data factory reads the data")
+            p.append(f"{name}: an option of Esper's tasks; with model=... your factories decide it")
     shape = cfg.example_input_shape
     if isinstance(shape, list) and (not shape or any(isinstance(d, int) and d < 1 for d in shape)):
         p.append(f"example_input_shape: expected sizes >= 1 without the batch dimension, got {shape}")
@@ -205,7 +262,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {str(p)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+            f"pass a JSON or TOML file of settings"
+        ) from None
     try:
         if p.suffix.lower() == ".toml":
             data = tomllib.loads(text)

@@ -36,7 +36,7 @@ from esper.leyline.actions import Action, LifecycleOp
 from esper.leyline.events import EpochEnd, Event, Rollback, SeedSnapshot
 from esper.leyline.legality import JointLegality
 from esper.leyline.observation import Observation, Policy
-from esper.leyline.stages import SeedStage
+from esper.leyline.stages import OUTPUT_STAGES, SeedStage
 from esper.nissa.telemetry import Telemetry
 from esper.tolaria.data import data_rng_state, iter_batches, load_data_rng_state, set_data_epoch
 from esper.tolaria.governor import Governor
@@ -62,7 +62,6 @@ _COUNTED = {
     "seed_pruned": "seeds_pruned",
     "seed_fossilized": "seeds_fossilized",
 }
-_OUTPUT_STAGES = (SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED)
 
 
 @dataclass(frozen=True)
@@ -177,7 +176,10 @@ class Engine:
             grad_clip=config.grad_clip,
         )
         self.governor = Governor(
-            config.governor_spike_factor, config.governor_spike_margin, config.governor_window
+            config.governor_spike_factor,
+            config.governor_spike_margin,
+            config.governor_window,
+            ceiling=config.governor_ceiling,
         )
         self._wrap = wrap
         self._compiled: tuple[nn.Module, nn.Module] | None = None  # (what was compiled, compiled)
@@ -187,6 +189,9 @@ class Engine:
         self.history: list[dict[str, float]] = []
         self.counters = {"seeds_germinated": 0, "seeds_fossilized": 0, "seeds_pruned": 0}
         self.wall_time_s = 0.0
+        self.train_flops = 0.0
+        """Training FLOPs so far (measured on one batch per model structure)."""
+        self._flops_per_example: float | None = None
         self._good_state = self._capture()
 
     @property
@@ -204,7 +209,13 @@ class Engine:
             raise ConfigError("this engine has no train_data: train in your loop and call finish_epoch()")
         start = time.perf_counter()
         set_data_epoch(self.train_data, self.epoch)
-        train = self.trainer.train_epoch(self.forward_model, iter_batches(self.train_data, self.device))
+        count = self._flops_per_example is None and not self.config.compile  # Dynamo and counting don't mix
+        train = self.trainer.train_epoch(
+            self.forward_model, iter_batches(self.train_data, self.device), count_flops=count
+        )
+        if train.flops_per_example is not None:
+            self._flops_per_example = train.flops_per_example
+        self.train_flops += (self._flops_per_example or 0.0) * train.examples
         return self.finish_epoch(train, started=start)
 
     def finish_epoch(self, train: EpochMetrics | None = None, *, started: float | None = None) -> EpochReport:
@@ -280,6 +291,7 @@ class Engine:
         if structural:
             self.groups.sync(self.model)
             self._rewire()
+            self._flops_per_example = None  # a new structure costs differently: count again
             assert self.config.max_seed_params is None or self.effective_budget_ok(), "budget exceeded"
         for event in events:
             counter = _COUNTED.get(event.EVENT)
@@ -316,9 +328,10 @@ class Engine:
     def _rollback(self, reason: str) -> None:
         """Restore the last good state and prune the seeds that were blending (through the door)."""
         restored_epoch = self._good_state["epoch"]
-        timeline = (self.epoch, self.wall_time_s)
+        timeline = (self.epoch, self.wall_time_s, self.train_flops)
         self._restore(copy.deepcopy(self._good_state))
-        self.epoch, self.wall_time_s = timeline  # the weights go back; the run's clock does not
+        # The weights go back; the run's clock and the compute it spent do not.
+        self.epoch, self.wall_time_s, self.train_flops = timeline
         pruned = [s.slot_id for s in self.model.slots() if s.stage == SeedStage.BLENDING]
 
         def prune() -> ActionOutcome:
@@ -385,6 +398,7 @@ class Engine:
                 "history": self.history,
                 "counters": self.counters,
                 "wall_time_s": self.wall_time_s,
+                "train_flops": self.train_flops,
             }
         )
 
@@ -395,6 +409,8 @@ class Engine:
         self.history = [dict(h) for h in state["history"]]
         self.counters = dict(state["counters"])
         self.wall_time_s = float(state["wall_time_s"])
+        self.train_flops = float(state.get("train_flops", 0.0))
+        self._flops_per_example = None
         self.epoch = int(state["epoch"])
         self._rewire()
 
@@ -421,7 +437,7 @@ class Engine:
     def output_seed_params(self) -> int:
         """Parameters of the seeds that shape the model's output (BLENDING, HOLDING, FOSSILIZED):
         the final model's seeds. GERMINATED/TRAINING seeds leave the output unchanged."""
-        return sum(s.seed_params for s in self.model.slots() if s.stage in _OUTPUT_STAGES)
+        return sum(s.seed_params for s in self.model.slots() if s.stage in OUTPUT_STAGES)
 
     def _emit_epoch_end(self) -> None:
         last = self.history[-1]
@@ -444,6 +460,7 @@ class Engine:
                 seed_params=self.model.active_seed_params,
                 lr=self.groups.lr(),
                 wall_time_s=round(self.wall_time_s, 3),
+                train_flops=self.train_flops,
                 seeds=seeds,
             )
         )

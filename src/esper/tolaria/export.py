@@ -1,7 +1,8 @@
 """Export a grown model as a plain PyTorch artefact that loads and predicts without Esper.
 
-The artefact is a ``torch.export`` program (``model.pt2``) of the model with its FOSSILIZED
-seeds baked in and every other seed removed, with a dynamic batch dimension, plus a small
+The artefact is a ``torch.export`` program (``model.pt2``) of the final model — its FOSSILIZED
+seeds, and BLENDING/HOLDING seeds at their alpha, baked in (:func:`bake_final`) — with a
+dynamic batch dimension, plus a small
 ``model.json`` beside it recording the input shape and dtype and the class count. Loading it
 needs only torch::
 
@@ -22,9 +23,9 @@ import torch
 from torch import Tensor
 
 from esper.data import Task, get_task
-from esper.errors import CheckpointError
+from esper.errors import CheckpointError, ConfigError
 from esper.kasmina.model import MorphogeneticModel
-from esper.leyline.stages import SeedStage
+from esper.leyline.stages import OUTPUT_STAGES
 from esper.nissa.io import atomic_write_bytes, atomic_write_text
 from esper.tolaria.checkpoint import load_checkpoint, load_grown, resolve_checkpoint_path
 
@@ -32,7 +33,8 @@ __all__ = [
     "EXPORT_FORMAT",
     "EXPORT_NAME",
     "InputSpec",
-    "bake_fossilized",
+    "bake_final",
+    "check_export_target",
     "export_grown",
     "export_model",
     "input_spec_of",
@@ -88,25 +90,33 @@ class InputSpec:
         )
 
 
-def bake_fossilized(model: MorphogeneticModel) -> MorphogeneticModel:
-    """A copy of ``model`` in eval mode keeping only its FOSSILIZED seeds (the rest pruned).
+def bake_final(model: MorphogeneticModel) -> MorphogeneticModel:
+    """A copy of ``model`` in eval mode with the seeds that shape its output: FOSSILIZED ones,
+    and BLENDING/HOLDING ones at their current alpha. The others (GERMINATED, TRAINING) leave
+    the output unchanged and are removed, so the copy computes exactly what ``model`` does.
 
-    The original is not touched. The copy computes what the exported program computes.
+    The original is not touched. The copy computes what the exported program computes, and
+    what a run's ``final_val_accuracy`` measured.
     """
     baked = copy.deepcopy(model)
     for slot in baked.slots():
-        if slot.seed is not None and slot.stage != SeedStage.FOSSILIZED:
-            slot.prune("export: only fossilized seeds are part of the final model")
+        if slot.seed is not None and slot.stage not in OUTPUT_STAGES:
+            slot.prune("export: the seed does not shape the final model's output")
     return baked.eval()
 
 
 def export_model(model: MorphogeneticModel, spec: InputSpec, out_path: str | Path) -> Path:
-    """Bake ``model`` (see :func:`bake_fossilized`) and write it with ``torch.export`` atomically.
+    """Bake ``model`` (see :func:`bake_final`) and write it with ``torch.export`` atomically.
 
     Also writes ``<out_path stem>.json`` with the input spec. Returns ``out_path``.
+
+    Raises:
+        ConfigError: either file would replace one that is not an earlier export (a run's
+            checkpoint or summary, a file of the user's): see :func:`check_export_target`.
     """
     out = Path(out_path)
-    baked = bake_fossilized(model).cpu()
+    check_export_target(out)
+    baked = bake_final(model).cpu()
     example = spec.example()
     # Keyed by the tensor, not by forward's signature: an injected model's forward is (*args, **kwargs).
     dynamic = torch.export.ShapesCollection()
@@ -123,6 +133,38 @@ def export_model(model: MorphogeneticModel, spec: InputSpec, out_path: str | Pat
     return out
 
 
+def check_export_target(out: Path) -> None:
+    """Refuse an export whose program or metadata file would replace anything but an earlier export.
+
+    ``out`` and ``out.with_suffix(".json")`` are both written, so ``RUN/summary.pt2`` would
+    replace ``RUN/summary.json``, and a ``.json`` program would be overwritten by its metadata.
+    """
+    meta = out.with_suffix(".json")
+    if out == meta:
+        raise ConfigError(
+            f"export target {str(out)!r} ends in .json, the name its metadata gets; "
+            f"choose another --out ending in .pt2"
+        )
+    taken = [p for p in (out, meta) if p.exists() or p.is_symlink()]
+    if taken and not _is_earlier_export(meta, out):
+        raise ConfigError(
+            f"export to {str(out)!r} would replace {', '.join(repr(str(p)) for p in taken)}, which "
+            f"{'is' if len(taken) == 1 else 'are'} not an earlier export (the program and "
+            f"{meta.name} are both written); choose another --out"
+        )
+
+
+def _is_earlier_export(meta: Path, out: Path) -> bool:
+    """Whether ``meta`` is the metadata an earlier export of ``out`` wrote (plain files only)."""
+    if meta.is_symlink() or not meta.is_file() or out.is_symlink() or (out.exists() and not out.is_file()):
+        return False
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == EXPORT_FORMAT and data.get("program") == out.name
+
+
 def export_grown(run_dir_or_checkpoint: str | Path, out_path: str | Path | None = None) -> Path:
     """Export the grown model of a run (see :func:`export_model`).
 
@@ -134,14 +176,17 @@ def export_grown(run_dir_or_checkpoint: str | Path, out_path: str | Path | None 
         the path of the written program.
 
     Raises:
+        ConfigError: the target would replace a file that is not an earlier export.
         CheckpointError: the checkpoint is missing, corrupt, or holds no run config.
         DatasetError: a checkpoint without a recorded input spec names a task whose data
             (which fixes the input shape) cannot be found.
     """
     checkpoint = resolve_checkpoint_path(run_dir_or_checkpoint)
+    out = Path(out_path) if out_path is not None else checkpoint.parent / EXPORT_NAME
+    check_export_target(out)  # before the (slow) load and trace
     spec = input_spec_of(checkpoint)
     model = load_grown(checkpoint)
-    return export_model(model, spec, out_path or checkpoint.parent / EXPORT_NAME)
+    return export_model(model, spec, out)
 
 
 def input_spec_of(checkpoint: str | Path) -> InputSpec:
@@ -162,10 +207,16 @@ def input_spec_of(checkpoint: str | Path) -> InputSpec:
 
 
 def _metadata(model: MorphogeneticModel, spec: InputSpec, out: Path) -> dict[str, Any]:
-    fossilized = [
-        {"slot": s.slot_id, "blueprint": s.state.blueprint_id, "params": s.seed_params}
+    seeds = [
+        {
+            "slot": s.slot_id,
+            "blueprint": s.state.blueprint_id,
+            "stage": s.stage.name,
+            "alpha": s.alpha,
+            "params": s.seed_params,
+        }
         for s in model.slots()
-        if s.stage == SeedStage.FOSSILIZED
+        if s.stage in OUTPUT_STAGES
     ]
     return {
         "format": EXPORT_FORMAT,
@@ -179,7 +230,7 @@ def _metadata(model: MorphogeneticModel, spec: InputSpec, out: Path) -> dict[str
         if model.topology == "cnn"
         else ["batch", *spec.shape, spec.num_classes],
         "params": sum(p.numel() for p in model.parameters()),
-        "fossilized_seeds": fossilized,
+        "seeds": seeds,
         "torch_version": torch.__version__,
         "load": f"torch.export.load({out.name!r}).module()(x)",
     }

@@ -1,4 +1,5 @@
-"""The governor: detects divergence (NaN/Inf or a loss spike) so the engine can roll back."""
+"""The governor: detects divergence (NaN/Inf, a loss spike, or a loss no classifier should
+reach) so the engine can roll back."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Governor"]
+__all__ = ["CEILING_MARGIN", "Governor", "loss_ceiling"]
+
+CEILING_MARGIN = 3.0
+"""How far above ``log(num_classes)`` (the cross-entropy of a uniform guess) a loss may go."""
 
 
 @dataclass
@@ -21,21 +25,28 @@ class Governor:
             convergence (losses ~0.01) ordinary noise triples the loss without any divergence.
         window: how many recent good losses the median uses.
         min_history: spikes are only judged once this many good losses are known.
+        ceiling: a loss above it is divergence from the first epoch on, history or not
+            (``--lr 100`` reaches losses in the thousands at epoch 0); None: no absolute
+            limit. For a cross-entropy loss, :func:`loss_ceiling` of the class count.
     """
 
     spike_factor: float = 3.0
     spike_margin: float = 0.1
     window: int = 5
     min_history: int = 2
+    ceiling: float | None = None
 
     def __post_init__(self) -> None:
         self.losses: list[float] = []
         self.rollbacks = 0
 
     def verdict(self, loss: float) -> str | None:
-        """Why ``loss`` is bad (``"non-finite loss"`` / ``"loss spike"``), or None when fine."""
+        """Why ``loss`` is bad (``"non-finite loss"`` / ``"loss ... above the ceiling"`` /
+        ``"loss spike"``), or None when fine."""
         if not math.isfinite(loss):
             return f"non-finite loss ({loss})"
+        if self.ceiling is not None and loss > self.ceiling:
+            return f"loss {loss:.4g} above the ceiling {self.ceiling:.4g} (far worse than a uniform guess)"
         recent = self.losses[-self.window :]
         if len(recent) >= self.min_history:
             median = statistics.median(recent)
@@ -54,3 +65,8 @@ class Governor:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.losses = [float(v) for v in state["losses"]]
         self.rollbacks = int(state["rollbacks"])
+
+
+def loss_ceiling(num_classes: int, margin: float = CEILING_MARGIN) -> float:
+    """``log(num_classes) + margin``: a cross-entropy this far above a uniform guess is a blow-up."""
+    return math.log(num_classes) + margin

@@ -10,6 +10,7 @@ from esper.kasmina.blueprints import BlueprintRegistry
 from esper.kasmina.model import MorphogeneticModel
 from esper.kasmina.slot import SeedSlot
 from esper.leyline.actions import Action, LifecycleOp
+from esper.leyline.alpha import AlphaAlgorithm
 from esper.leyline.events import (
     AlphaChanged,
     Event,
@@ -51,10 +52,14 @@ def _apply_to_slot(model: MorphogeneticModel, slot: SeedSlot, action: Action) ->
     if op == LifecycleOp.GERMINATE:
         if action.blueprint is None:
             raise ValueError("GERMINATE needs a blueprint")
+        spec = BlueprintRegistry.get(model.topology, action.blueprint)
+        # A width seed's term can only be added (so it merges on fossilize): the style head's
+        # algorithm is not read for it, as the slot head is not read for WAIT.
+        algorithm = AlphaAlgorithm.ADD if spec.is_width else action.alpha_algorithm
         model.germinate_seed(
             action.blueprint,
             slot=slot.slot_id,
-            alpha_algorithm=action.alpha_algorithm,
+            alpha_algorithm=algorithm,
             alpha_curve=action.alpha_curve,
             blend_tempo_epochs=action.tempo_epochs,
         )
@@ -153,13 +158,9 @@ def observe(
     last = history[-1]
     slots = tuple(_slot_observation(s) for s in model.slots())
     per_slot = {
-        s.slot_id: {
-            b: BlueprintRegistry.get(s.topology, b).param_estimate(s.channels)
-            for b in blueprints
-            if b in s.blueprint_names()  # e.g. a 2-D slot takes no sequence blueprint
-        }
+        s.slot_id: {b: s.param_estimate(b) for b in blueprints if b in s.blueprint_names()}
         for s in model.slots()
-    }
+    }  # a slot lists only what it takes (a 2-D slot: no sequence blueprint; no width where it can't)
     return Observation(
         epoch=epoch,
         max_epochs=max_epochs,

@@ -20,6 +20,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from esper.errors import ConfigError
 from esper.kasmina.model import MorphogeneticModel
+from esper.kasmina.optim_remap import carry_optimizer_state
 
 __all__ = ["SLOT_KEY", "OptimizerFactory", "SchedulerFactory", "SeedGroups", "adamw"]
 
@@ -59,6 +60,7 @@ class SeedGroups:
     ) -> None:
         self.optimizer, self.scheduler = optimizer, scheduler
         _check_holds_host(optimizer, model)
+        self._known: dict[str, list[nn.Parameter]] = {}  # each slot's seed parameters at the last sync
         self.params: list[nn.Parameter] = []
         """Every parameter of every group (for gradient clipping), refreshed by :meth:`sync`."""
         self.sync(model)
@@ -67,25 +69,50 @@ class SeedGroups:
         return {g[SLOT_KEY]: g for g in self.optimizer.param_groups if SLOT_KEY in g}
 
     def sync(self, model: MorphogeneticModel) -> bool:
-        """Add a group for each new seed and drop the groups of seeds that are gone.
+        """Add a group for each new seed and drop the parameters (and state) of seeds that are gone.
 
         A group whose parameters are still its slot's seed parameters is kept as is (with its
-        state). Returns whether anything changed.
+        state). Seed parameters the optimizer already holds (an optimizer built over a grown
+        model) stay where they are; when that seed goes, they leave their group too. Parameters
+        that width growth replaced (a fossilized width seed's host layers, its neighbours'
+        seeds) are swapped in place with their state grown (new rows at zero moments). Returns
+        whether anything changed.
         """
-        changed = False
-        groups = self.seed_groups()
+        remaps = model.take_param_remaps()
+        carry_optimizer_state(self.optimizer, remaps)
+        swapped = {id(r.old): r.new for r in remaps}
+        self._known = {sid: [swapped.get(id(p), p) for p in ps] for sid, ps in self._known.items()}
+        changed = bool(remaps)
         live = {s.slot_id: list(s.seed_parameters()) for s in model.slots()}
-        for sid, group in groups.items():
-            if [id(p) for p in group["params"]] != [id(p) for p in live.get(sid, [])]:
-                self._remove(group)
+        for sid, old in list(self._known.items()):
+            if [id(p) for p in old] != [id(p) for p in live.get(sid, [])]:
+                self._drop(old)
+                del self._known[sid]
                 changed = True
-        groups = self.seed_groups()
+        held = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
         for sid, params in live.items():
-            if params and sid not in groups:
-                self._add(sid, params)
+            if params and sid not in self._known:
+                self._known[sid] = params
+                new = [p for p in params if id(p) not in held]
+                if new:
+                    self._add(sid, new)
                 changed = True
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         return changed
+
+    def _drop(self, params: list[nn.Parameter]) -> None:
+        """Remove ``params`` and their state from every group; a seed group left empty goes."""
+        gone = {id(p) for p in params}
+        for p in params:
+            self.optimizer.state.pop(p, None)
+        for group in list(self.optimizer.param_groups):
+            kept = [p for p in group["params"] if id(p) not in gone]
+            if len(kept) == len(group["params"]):
+                continue
+            if SLOT_KEY in group and not kept:
+                self._remove(group)
+            else:
+                group["params"] = kept
 
     def _template(self) -> dict[str, Any]:
         host = next(g for g in self.optimizer.param_groups if SLOT_KEY not in g)
@@ -114,16 +141,23 @@ class SeedGroups:
         }
 
     def load_state_dict(self, state: dict[str, Any], model: MorphogeneticModel) -> None:
-        """Rebuild the seed groups, in the saved order, for the model's seeds; then load."""
+        """Rebuild the seed groups, in the saved order, for the model's seeds; then load.
+
+        A host the load widened (fossilized width seeds) has new parameters: they take the old
+        ones' places in their groups first.
+        """
+        carry_optimizer_state(self.optimizer, model.take_param_remaps())
         for group in list(self.seed_groups().values()):
             self._remove(group)
         live = {s.slot_id: list(s.seed_parameters()) for s in model.slots() if s.seed is not None}
         order = [str(sid) for sid in state["seed_order"]]
-        with_params = sorted(sid for sid, p in live.items() if p)
-        if sorted(order) != with_params:
-            raise ValueError(f"optimizer state has seed groups {sorted(order)}, the model has {with_params}")
+        held = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        grouped = sorted(sid for sid, p in live.items() if p and all(id(q) not in held for q in p))
+        if sorted(order) != grouped:
+            raise ValueError(f"optimizer state has seed groups {sorted(order)}, the model has {grouped}")
         for sid in order:
             self._add(sid, live[sid])
+        self._known = {sid: p for sid, p in live.items() if p}
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])

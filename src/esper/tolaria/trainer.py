@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.functional import cross_entropy
+from torch.utils.flop_counter import FlopCounterMode
 
 from esper.kasmina.model import MorphogeneticModel
 from esper.kasmina.slot import SeedSlot
@@ -51,10 +52,13 @@ def accuracy_hits(logits: Tensor, targets: Tensor) -> tuple[Tensor, int]:
 
 @dataclass(frozen=True, slots=True)
 class EpochMetrics:
-    """Mean loss and accuracy over one pass."""
+    """Mean loss and accuracy over one pass; a training pass may also say how many examples it
+    saw and the training FLOPs per example it measured (None when not counted)."""
 
     loss: float
     accuracy: float
+    examples: int = 0
+    flops_per_example: float | None = None
 
 
 class Trainer:
@@ -87,18 +91,32 @@ class Trainer:
         self.grad_clip = grad_clip
         self.scaler = make_scaler(amp, device)
 
-    def train_epoch(self, forward: nn.Module, batches: Iterable[tuple[Any, Tensor]]) -> EpochMetrics:
-        """One pass of training through ``forward``."""
+    def train_epoch(
+        self, forward: nn.Module, batches: Iterable[tuple[Any, Tensor]], *, count_flops: bool = False
+    ) -> EpochMetrics:
+        """One pass of training through ``forward``.
+
+        With ``count_flops`` the first batch runs under ``FlopCounterMode`` (the real step,
+        counted, not an extra pass) and the result reports FLOPs per example.
+        """
         forward.train()
         loss_sum = torch.zeros((), device=self.device)
         hits = torch.zeros((), device=self.device, dtype=torch.long)
-        count = 0
+        count = examples = 0
+        per_example: float | None = None
         for x, y in batches:
-            loss, batch_hits, n = self._train_step(forward, x, y)
+            if count_flops and per_example is None:
+                with FlopCounterMode(display=False) as counter:
+                    loss, batch_hits, n = self._train_step(forward, x, y)
+                per_example = counter.get_total_flops() / max(_batch_size(x), 1)
+            else:
+                loss, batch_hits, n = self._train_step(forward, x, y)
             loss_sum += loss.detach() * n
             hits += batch_hits
             count += n
-        return _metrics(loss_sum, hits, count)
+            examples += _batch_size(x)
+        metrics = _metrics(loss_sum, hits, count)
+        return EpochMetrics(metrics.loss, metrics.accuracy, examples, per_example)
 
     def _train_step(self, forward: nn.Module, x: Any, y: Tensor) -> tuple[Tensor, Tensor, int]:
         opt = self.groups.optimizer
@@ -173,6 +191,11 @@ class Trainer:
 def _call(forward: nn.Module, x: Any) -> Tensor:
     """Positional arguments from a tuple input, else the input itself."""
     return forward(*x) if isinstance(x, tuple) else forward(x)
+
+
+def _batch_size(x: Any) -> int:
+    first = x[0] if isinstance(x, tuple) else x
+    return int(first.shape[0]) if isinstance(first, Tensor) else 0
 
 
 def _scalar(loss: Tensor) -> Tensor:
