@@ -190,3 +190,9 @@ def test_without_lightning_the_import_error_says_what_to_install(monkeypatch: py
     monkeypatch.delitem(sys.modules, "esper.integrations.lightning")
     with pytest.raises(ImportError, match=r"pip install 'esper\[lightning\]'"):
         importlib.import_module("esper.integrations.lightning")
+
+
+def test_without_validation_data_the_callback_says_what_it_needs(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path, 1, MorphogenesisCallback(Walk()), enable_checkpointing=False)
+    with pytest.raises(ConfigError, match=r"pass val_dataloaders to Trainer\.fit"):
+        trainer.fit(Lit(), _loaders()[0])

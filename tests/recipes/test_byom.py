@@ -152,3 +152,10 @@ def test_run_config_says_which_user_model_settings_are_missing_or_do_not_apply()
         assert fragment in message
     with pytest.raises(EsperError, match="target_modules: only used with model"):
         RunConfig(target_modules=["block"])
+
+
+def test_load_grown_refuses_a_model_for_a_run_of_esper_own_host(tmp_path: Path) -> None:
+    config = RunConfig(task="digits-impaired", epochs=1, quiet=True, out=str(tmp_path / "run"))
+    _run(config)
+    with pytest.raises(CheckpointError, match="call load_grown without model="):
+        esper.load_grown(tmp_path / "run", model=torch.nn.Linear(2, 2))
