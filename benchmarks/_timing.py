@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 # Before torch is imported anywhere: OpenMP threads that spin-wait stall badly on a shared
-# machine (DESIGN.md, "PyTorch facts"). Scripts also set it above their own torch import.
+# machine (README, "Development"). Scripts also set it above their own torch import.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch

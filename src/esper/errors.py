@@ -53,3 +53,8 @@ def did_you_mean(given: str, known: list[str] | tuple[str, ...]) -> str:
 
     close = difflib.get_close_matches(given, list(known), n=1)
     return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 epoch"``, ``"3 epochs"``: a count with its noun in the right number."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -24,7 +24,7 @@ def test_train_resume_and_export_a_user_model(tmp_path: Path) -> None:
     common = ["--target-modules", "layer2", "--target-modules", "layer3", "--seed", "3", "-q"]
     result = _invoke("train", "heuristic", *USER, *common, "--epochs", "1", "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert "resnet_digits.make_model / heuristic: 1 epochs" in result.stdout
+    assert "resnet_digits.make_model / heuristic: 1 epoch in" in result.stdout
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == f"{EXAMPLE}:make_model" and config["target_modules"] == ["layer2", "layer3"]
 

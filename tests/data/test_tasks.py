@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 
+import numpy as np
 import pytest
 import torch
 
 from esper.data import DEFAULT_TASK, Task, get_task, list_tasks, task_descriptions
-from esper.data.digits import SPLIT_SEED, VAL_FRACTION, stratified_split
+from esper.data.digits import (
+    SPLIT_SEED,
+    VAL_FRACTION,
+    load_digits_arrays,
+    load_digits_splits,
+    stratified_split,
+)
 from esper.errors import ConfigError
 
 N_DIGITS = 1797
+DIGITS_IMAGES_SHA256 = "8f26b2bd9d135c256808f68f14fdabddde6d9c7f869ae419704b051f0f14b3b3"
+DIGITS_LABELS_SHA256 = "8ba4f891220f5e4c9c819638d1602d74b83618f167043c6da52a2a247841ddf0"
 
 
 @pytest.fixture(scope="module")
@@ -100,12 +111,28 @@ def test_digits_split_ignores_the_global_seed_and_follows_its_own():
 
 
 def test_digits_val_labels_match_the_fixed_split(digits):
-    from sklearn.datasets import load_digits
-
-    target = torch.from_numpy(load_digits().target)
+    target = torch.from_numpy(load_digits_arrays()[1]).long()
     _, val_idx = stratified_split(target, VAL_FRACTION, SPLIT_SEED)
     val_y = torch.cat([y for _, y in digits.val_batches()])
     assert torch.equal(val_y, target[val_idx])
+
+
+def test_shipped_digits_are_sklearns_load_digits():
+    # Checksums of sklearn.datasets.load_digits() (1.x): images.astype(uint8) and target.astype(uint8).
+    images, labels = load_digits_arrays()
+    assert images.shape == (1797, 8, 8) and images.dtype == np.uint8
+    assert labels.shape == (1797,) and labels.dtype == np.uint8
+    assert images.max() == 16 and images.min() == 0
+    assert np.bincount(labels).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    assert hashlib.sha256(images.tobytes()).hexdigest() == DIGITS_IMAGES_SHA256
+    assert hashlib.sha256(labels.tobytes()).hexdigest() == DIGITS_LABELS_SHA256
+
+
+def test_digits_load_without_scikit_learn(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # any import of sklearn now fails
+    load_digits_splits.cache_clear()
+    task = get_task("digits")
+    assert task.n_train + task.n_val == N_DIGITS
 
 
 def test_digits_impaired_is_the_same_data_with_a_smaller_host(digits):

@@ -11,11 +11,14 @@ import pytest
 from esper.karn import (
     RunDirError,
     compare_runs,
+    comparison_figure,
     format_comparison_table,
     load_history,
+    report_figure,
     write_comparison_plot,
     write_report,
 )
+from esper.karn.console import format_count
 from esper.leyline.alpha import AlphaAlgorithm, AlphaCurve
 from esper.leyline.events import (
     AlphaChanged,
@@ -203,3 +206,27 @@ def test_compare_errors_name_the_run_dir(tmp_path: Path, content: str | None) ->
         (run_dir / "summary.json").write_text(content)
     with pytest.raises(RunDirError, match="broken_run"):
         compare_runs([run_dir])
+
+
+def _labels(ax) -> list[str]:
+    return [line.get_label() for line in ax.get_lines()]
+
+
+def test_report_has_a_loss_panel_with_validation_loss(tmp_path: Path) -> None:
+    fig = report_figure(load_history(_write_run(tmp_path / "run", _seed_run())), "run")
+    assert [ax.get_ylabel() for ax in fig.axes] == ["accuracy", "loss", "parameters", "seed alpha"]
+    loss = fig.axes[1]
+    assert {"val loss", "train loss"} <= set(_labels(loss))
+    val = next(line for line in loss.get_lines() if line.get_label() == "val loss")
+    assert list(val.get_ydata()) == [e.val_loss for e in load_history(tmp_path / "run").series()]
+
+
+def test_comparison_plots_parameters_and_names_each_runs_size(tmp_path: Path) -> None:
+    a = _write_run(tmp_path / "heur", _seed_run())
+    b = _write_run(tmp_path / "base", _seed_run()[:2])
+    fig = comparison_figure([a, b])
+    assert [ax.get_ylabel() for ax in fig.axes] == ["val accuracy", "parameters"]
+    final = load_history(a).series()[-1].total_params
+    params = fig.axes[1].get_lines()[0]
+    assert params.get_ydata()[-1] == final
+    assert _labels(fig.axes[1])[0] == f"heur (heuristic), {format_count(final)} params"

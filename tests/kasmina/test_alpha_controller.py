@@ -111,7 +111,7 @@ def test_retarget_outside_hold_raises_and_changes_nothing(start, target, steps, 
     if ctl.alpha_mode == AlphaMode.HOLD:  # target == start: nothing in progress
         return
     before = ctl.to_dict()
-    with pytest.raises(ValueError, match="HOLD"):
+    with pytest.raises(ValueError, match="only allowed from HOLD"):  # ported code matches these words
         ctl.retarget(alpha_target=new_target, alpha_steps_total=3)
     assert ctl.to_dict() == before
 

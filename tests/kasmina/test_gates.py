@@ -108,9 +108,17 @@ def test_g2_epoch_count_alone_fails():
     slot.step_epoch()
     slot.step_epoch()
     result = _failed(slot, "G2", SeedStage.BLENDING)
-    assert len(result.checks_failed) == 1 and "2 epochs" in result.checks_failed[0]
+    assert result.checks_failed == ("trained 2 epochs in TRAINING, needs 3",)
     slot.step_epoch()
     assert slot.advance_stage().passed
+
+
+def test_g2_says_1_epoch_not_1_epochs():
+    slot = _slot(min_training_epochs=2)
+    drive(slot, SeedStage.TRAINING)
+    backward_through(slot)
+    slot.step_epoch()
+    assert _failed(slot, "G2", SeedStage.BLENDING).checks_failed == ("trained 1 epoch in TRAINING, needs 2",)
 
 
 def test_g2_rejects_non_finite_gradients():
@@ -214,7 +222,7 @@ def test_g5_holding_epochs_alone_fail():
     slot.record_contribution(1.0)
     slot.step_epoch()
     result = _failed(slot, "G5", SeedStage.FOSSILIZED)
-    assert len(result.checks_failed) == 1 and "1 epochs" in result.checks_failed[0]
+    assert result.checks_failed == ("held 1 epoch in HOLDING, needs 2",)
     slot.step_epoch()
     assert slot.advance_stage().passed
 

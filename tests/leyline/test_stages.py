@@ -15,7 +15,7 @@ from esper.leyline import (
 
 S = SeedStage
 
-# DESIGN.md, "Transitions", written out by hand.
+# The pinned transitions (README, "The seed lifecycle"), written out by hand.
 EXPECTED = {
     S.UNKNOWN: set(),
     S.DORMANT: {S.GERMINATED},

@@ -10,7 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import esper.simic  # noqa: F401  (registers the env id)
-from esper.errors import CheckpointError, ShapeError
+from esper.errors import CheckpointError, ConfigError, ShapeError
 from esper.leyline.actions import LifecycleOp
 from esper.recipes.train import run_training
 from esper.simic.env import MorphogenesisEnv
@@ -105,3 +105,17 @@ def test_reset_can_start_from_a_pretrained_host(tmp_path):
     other = MorphogenesisEnv(task="digits", episode_length=2, host_checkpoint=str(tmp_path / "pre"))
     with pytest.raises(CheckpointError, match="does not fit"):
         other.reset(seed=0)  # an 8-channel host cannot take the 2-channel weights
+
+
+def test_an_episode_length_set_at_reset_runs_that_many_steps_with_the_lifecycle_reward():
+    env = MorphogenesisEnv(task="digits-impaired", episode_length=5, reward="lifecycle")
+    env.reset(seed=0, options={"episode_length": 2})
+    assert env.engine is not None and env.engine.config.epochs == 3
+    for step in range(2):
+        _, _, terminated, _, info = env.step(np.zeros(6, dtype=np.int64))
+        assert terminated == (step == 1) and set(info["reward_components"]) >= {"fossil", "final", "rent"}
+    assert info["reward_components"]["final"] > 0
+    env.reset(seed=1)  # back to the env's own length
+    assert env.engine.config.epochs == 6
+    with pytest.raises(ConfigError, match="episode_length"):
+        env.reset(seed=1, options={"episode_length": 0})

@@ -74,3 +74,27 @@ def test_potential_and_config_errors():
     assert lifecycle_potential([SeedStage.DORMANT, SeedStage.HOLDING, SeedStage.PRUNED]) == 1.0
     with pytest.raises(ConfigError, match="mode"):
         RewardConfig(mode="dense")
+
+
+def test_lifecycle_reward_pays_for_kept_seeds_and_charges_the_growth():
+    from esper.simic.rewards import lifecycle_reward
+
+    cfg = RewardConfig(mode="lifecycle", accuracy_weight=10.0, contribution_weight=2.0, fossil_weight=4.0,
+                       rent_coef=0.5, illegal_penalty=0.1)  # fmt: skip
+    r = lifecycle_reward(
+        cfg, acc_before=0.5, acc_after=0.6, blended_contributions=[0.02],
+        fossilized_contributions=[0.05, 0.01], growth=0.8, terminal=False,
+    )  # fmt: skip
+    assert r["accuracy_delta"] == pytest.approx(1.0)  # 10 * 0.1
+    assert r["contribution"] == pytest.approx(0.04) and r["fossil"] == pytest.approx(0.24)  # 4 * 0.06
+    assert r["rent"] == pytest.approx(-0.4) and r["final"] == 0.0
+    assert r["total"] == pytest.approx(1.0 + 0.04 + 0.24 - 0.4)
+    last = lifecycle_reward(cfg, acc_before=0.6, acc_after=0.6, blended_contributions=[],
+                            fossilized_contributions=[], growth=0.0, terminal=True, illegal=True)  # fmt: skip
+    assert last["final"] == pytest.approx(6.0) and last["illegal"] == -0.1
+    # Fossilizing a seed pays more per step than keeping the same contribution blended.
+    held = lifecycle_reward(cfg, acc_before=0.6, acc_after=0.6, blended_contributions=[0.05],
+                            fossilized_contributions=[], growth=0.0, terminal=False)  # fmt: skip
+    kept = lifecycle_reward(cfg, acc_before=0.6, acc_after=0.6, blended_contributions=[],
+                            fossilized_contributions=[0.05], growth=0.0, terminal=False)  # fmt: skip
+    assert kept["total"] > held["total"]

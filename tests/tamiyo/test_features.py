@@ -39,3 +39,24 @@ def test_always_finite_and_clipped(loss, acc, contribution, stages):
     vec = observation_features(make_obs(tuple(stages), loss, acc, contribution))
     assert vec.shape == (feature_size(len(stages), len(BLUEPRINTS)),)
     assert np.all(np.isfinite(vec)) and np.all(np.abs(vec) <= FEATURE_CLIP)
+
+
+def test_the_budget_and_the_trend_are_observed():
+    obs = make_obs(max_epochs=60, max_seed_params=40)
+    named = dict(
+        zip(feature_names(["r0c0", "r0c1"], BLUEPRINTS), observation_features(obs).tolist(), strict=True)
+    )
+    assert math.isclose(named["epochs_left"], (60 - 2 - 1) / 100, rel_tol=1e-6)  # epoch 2 of 60
+    assert math.isclose(named["budget_left"], 1 - 10 / 40, rel_tol=1e-6)
+    assert named["slot/r0c1/contribution_trend"] == 0.0  # fewer than two measurements
+    import dataclasses
+
+    slots = (obs.slots[0], dataclasses.replace(obs.slots[1], contribution_history=(0.05, 0.02, 0.07)))
+    named = dict(
+        zip(
+            feature_names(["r0c0", "r0c1"], BLUEPRINTS),
+            observation_features(dataclasses.replace(obs, slots=slots)).tolist(),
+            strict=True,
+        )
+    )
+    assert math.isclose(named["slot/r0c1/contribution_trend"], 0.05, rel_tol=1e-5)

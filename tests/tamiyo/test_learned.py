@@ -108,3 +108,18 @@ def test_recurrent_selection_is_replayed_by_evaluate():
     log_prob, _, _, _ = policy.evaluate(stacked["obs"], stacked["actions"], stacked["masks"],
                                         policy.initial_state(2), stacked["starts"])  # fmt: skip
     torch.testing.assert_close(log_prob, stacked["log_prob"], rtol=0, atol=1e-5)
+
+
+def test_a_policy_for_another_layout_is_refused_with_both_layouts_named(tmp_path):
+    obs = make_obs()
+    layout = ActionLayout.from_observation(obs)
+    other = {"slots": ["r0c0", "r0c1"], "blueprints": ["noop", "norm", "widen"], "features": 2}
+    net = FactoredPolicy(observation_features(obs).shape[0], layout.head_sizes, hidden=8, layout=other)
+    save_policy(net, tmp_path / "policy.pt")
+    ctl = LearnedPolicy(tmp_path / "policy.pt")
+    with pytest.raises(
+        CheckpointError,
+        match=r"trained for the observation layout \(slots \['r0c0', 'r0c1'\], "
+        r"blueprints \['noop', 'norm', 'widen'\], features v2\), but this run's is .*'conv_small'",
+    ):
+        ctl.decide(obs)

@@ -177,6 +177,7 @@ def test_consecutive_divergent_epochs_roll_back_each_time_and_the_run_still_ends
     assert all(torch.isfinite(p).all() for p in engine.model.parameters())
 
 
+@pytest.mark.slow  # ten compiled epochs with a recompile at every lifecycle event
 def test_compile_survives_more_growth_events_than_the_recompile_limit(tmp_path: Path) -> None:
     torch._dynamo.reset()
     counters.clear()

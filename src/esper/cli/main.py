@@ -1,31 +1,29 @@
 """The ``esper`` command: train a host while a controller grows seeds, compare runs, export.
 
-Commands defined in other modules of this package (``esper.cli.rl``: the learned controller)
-register themselves on :data:`cli` and :data:`train` when imported, reusing
-:func:`common_run_options` and :func:`build_config`; this module imports them at the end.
+Every command is added to its group in one place, at the end of this module; the command
+modules (``esper.cli.rl``: the learned controller) know nothing of the groups. Nothing here
+imports torch until a command runs, so ``--help`` is instant.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import importlib
-import importlib.util
-import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import os
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import click
 
 from esper import __version__
-from esper.cli.options import RESUME_OVERRIDES, build_config, common_run_options
+from esper.cli.options import RESUME_OVERRIDES, build_config, common_run_options, shared_option_names
+from esper.cli.rl import eval_command, train_policy, train_ppo_command
+from esper.cli.runs import run_train
 from esper.data import task_descriptions
 from esper.errors import EsperError, did_you_mean
 
 __all__ = ["RESUME_OVERRIDES", "build_config", "cli", "common_run_options", "main", "train"]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_USAGE = 2
 """Exit code for bad input (click's own usage errors use it too)."""
@@ -110,66 +108,24 @@ Examples:
 
 
 def _train_help() -> str:
-    lines = [f"  {name}: {text}" for name, text in task_descriptions().items()]
-    return _TRAIN_HELP + "\n\b\nTasks (--task):\n" + "\n".join(lines) + "\n"
+    tasks = [f"  {name}: {text}" for name, text in task_descriptions().items()]
+    options = textwrap.wrap(", ".join(shared_option_names()), 76, break_on_hyphens=False)
+    return (
+        _TRAIN_HELP
+        + "\n\b\nOptions every train command shares (see 'esper train heuristic --help'):\n  "
+        + "\n  ".join(options)
+        + "\n\n\b\nTasks (--task):\n"
+        + "\n".join(tasks)
+        + "\n"
+    )
 
 
-@cli.group(cls=EsperGroup, help=_train_help())
+@click.group(cls=EsperGroup, help=_train_help())
 def train() -> None:
     pass
 
 
-def _run_train(params: Mapping[str, Any], controller: str) -> None:
-    """Build the config and controller, train, and print the summary."""
-    from esper.recipes.train import default_run_dir, run_training
-    from esper.tamiyo.factory import make_controller
-
-    config = build_config(params, controller=controller)
-    resume = params.get("resume") is not None
-    if config.out is None:
-        config = config.replace(out=str(default_run_dir(config)))
-    run_dir = Path(str(config.out))
-    with _interrupt_hint(run_dir, config.controller):
-        summary = run_training(config, make_controller(config), resume=resume)
-    _print_summary(summary, run_dir)
-
-
-@contextlib.contextmanager
-def _interrupt_hint(run_dir: Path, controller: str) -> Iterator[None]:
-    """On Ctrl-C, say how to continue from the last checkpoint."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        click.echo(
-            f"\ninterrupted; the last finished epoch is checkpointed in {run_dir}. Continue with:\n"
-            f"  esper train {controller} --resume {run_dir}",
-            err=True,
-        )
-        sys.exit(130)
-
-
-def _print_summary(summary: Mapping[str, Any], run_dir: Path) -> None:
-    from esper.karn.console import format_count
-
-    def acc(key: str) -> str:
-        value = summary.get(key)
-        return f"{value:.4f}" if isinstance(value, float) else "-"
-
-    lines = [
-        f"{summary['task']} / {summary['controller']}: {summary['epochs']} epochs "
-        f"in {summary['wall_time_s']:.1f}s on {summary.get('device', '?')}",
-        f"  val accuracy  final {acc('final_val_accuracy')}  best {acc('best_val_accuracy')}",
-        f"  parameters    host {format_count(summary['host_params'])}  "
-        f"seeds {format_count(summary['seed_params'])}",
-        f"  seeds         germinated {summary['seeds_germinated']}  "
-        f"fossilized {summary['seeds_fossilized']}  pruned {summary['seeds_pruned']}  "
-        f"rollbacks {summary.get('rollbacks', 0)}",
-        f"  run dir       {run_dir}  (report.png, summary.json, events.jsonl, checkpoint.pt)",
-    ]
-    click.echo("\n".join(lines))
-
-
-@train.command("heuristic")
+@click.command("heuristic")
 @common_run_options
 def train_heuristic(**params: Any) -> None:
     """Grow seeds with the rule-based controller.
@@ -178,10 +134,10 @@ def train_heuristic(**params: Any) -> None:
     blueprints, avoiding ones that were pruned), advances seeds through their gates,
     fossilizes contributors and prunes seeds that hurt or stall.
     """
-    _run_train(params, "heuristic")
+    run_train(params, "heuristic")
 
 
-@train.command("static")
+@click.command("static")
 @common_run_options
 def train_static(**params: Any) -> None:
     """The host alone, no seeds (the baseline).
@@ -189,10 +145,10 @@ def train_static(**params: Any) -> None:
     The same host, task and budget as the growing controllers: the run every result is
     compared with.
     """
-    _run_train(params, "static")
+    run_train(params, "static")
 
 
-@train.command("random")
+@click.command("random")
 @common_run_options
 def train_random(**params: Any) -> None:
     """Random legal lifecycle actions (a sanity baseline).
@@ -200,7 +156,7 @@ def train_random(**params: Any) -> None:
     Every epoch it picks uniformly among the actions that make sense for the slots (seeded
     by --seed).
     """
-    _run_train(params, "random")
+    run_train(params, "random")
 
 
 def _expand_run_dirs(paths: Sequence[str]) -> list[str]:
@@ -213,22 +169,28 @@ def _expand_run_dirs(paths: Sequence[str]) -> list[str]:
     return runs
 
 
-@cli.command()
+def _beside_the_runs(runs: Sequence[str]) -> Path:
+    """``comparison.png`` in the folder that holds every run (their deepest common parent)."""
+    parents = [str(Path(run).absolute().parent) for run in runs]
+    return Path(os.path.commonpath(parents)) / "comparison.png"
+
+
+@click.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False), metavar="RUN_DIR...")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
-    default="comparison.png",
-    show_default=True,
+    default=None,
     metavar="PATH",
-    help="Where to write the plot of validation accuracy per epoch for every run.",
+    help="Where to write the plot of every run's validation accuracy and parameters per epoch "
+    "(default: comparison.png in the folder that holds the runs).",
 )
-def report(run_dirs: tuple[str, ...], out: str) -> None:
-    """Compare runs: a summary table and an accuracy plot.
+def report(run_dirs: tuple[str, ...], out: str | None) -> None:
+    """Compare runs: a summary table and a plot.
 
     Prints one row per finished run (accuracy, parameters, seeds, wall time) and plots the
-    validation accuracy of every run per epoch into --out. A directory that holds run
-    directories (such as the --out of 'esper eval') stands for all of them.
+    validation accuracy and parameter count of every run per epoch into --out. A directory
+    that holds run directories (such as the --out of 'esper eval') stands for all of them.
 
     \b
     Examples:
@@ -240,11 +202,11 @@ def report(run_dirs: tuple[str, ...], out: str) -> None:
     runs = _expand_run_dirs(run_dirs)
     rows = compare_runs(runs)
     click.echo(format_comparison_table(rows), nl=False)
-    path = write_comparison_plot(runs, out)
+    path = write_comparison_plot(runs, out if out is not None else _beside_the_runs(runs))
     click.echo(f"comparison plot: {path}")
 
 
-@cli.command()
+@click.command()
 @click.argument("run_dir", type=click.Path(), metavar="RUN_DIR")
 @click.option(
     "--out",
@@ -280,22 +242,18 @@ def export(run_dir: str, out: str | None) -> None:
     )
 
 
-def _load_extensions() -> None:
-    """Import the other command modules of this package; they register on ``cli``/``train``."""
-    if importlib.util.find_spec("esper.cli.rl") is not None:
-        importlib.import_module("esper.cli.rl")
-
-
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The ``esper`` console script."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="esper")
     raise SystemExit(0)  # cli.main exits itself in standalone mode; this is for type checkers
 
 
-_load_extensions()
+# ----------------------------------------------------------------------------- every command, here
+cli.add_command(train)
+for _command in (train_heuristic, train_static, train_random, train_policy, train_ppo_command):
+    train.add_command(_command)
+for _command in (eval_command, report, export):
+    cli.add_command(_command)
 
 if __name__ == "__main__":
-    # Run the canonical module, on which extension modules registered their commands.
-    from esper.cli.main import main as _main
-
-    _main()
+    main()

@@ -13,7 +13,7 @@ from esper.data import DEFAULT_TASK, list_tasks
 from esper.errors import ConfigError, did_you_mean
 from esper.tolaria.config import AMP_MODES, INPUT_DTYPES, SEED_LIMIT, RunConfig, load_config_file
 
-__all__ = ["RESUME_OVERRIDES", "build_config", "common_run_options"]
+__all__ = ["RESUME_OVERRIDES", "build_config", "common_run_options", "shared_option_names"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -244,6 +244,16 @@ def common_run_options(command: F) -> F:
     for option in reversed([*_what_options(), *_model_options(), *_how_options()]):
         command = option(command)
     return command
+
+
+def shared_option_names() -> list[str]:
+    """The flags of :func:`common_run_options` as help text spells them (``--compile/--no-compile``)."""
+    probe = click.command("probe")(common_run_options(lambda **params: None))
+    return [
+        "/".join(o for o in p.opts + p.secondary_opts if o.startswith("--"))
+        for p in probe.params
+        if isinstance(p, click.Option)
+    ]
 
 
 def build_config(params: Mapping[str, Any], *, controller: str | None = None) -> RunConfig:

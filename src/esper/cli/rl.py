@@ -1,7 +1,6 @@
 """``esper train ppo``, ``esper train policy`` and ``esper eval``: the learned controller's commands.
 
-Importing this module registers the commands on :mod:`esper.cli.main`'s ``cli`` and ``train``
-groups (``main`` imports it at the end); :func:`register` does the same for other groups.
+:mod:`esper.cli.main` adds them to its groups.
 """
 
 from __future__ import annotations
@@ -13,11 +12,13 @@ from typing import Any
 
 import click
 
+from esper.cli.options import common_run_options
+from esper.cli.runs import run_train
 from esper.errors import ConfigError
 from esper.nissa.io import atomic_write_text
 from esper.tolaria.config import SEED_LIMIT
 
-__all__ = ["eval_command", "register", "train_policy", "train_ppo_command"]
+__all__ = ["eval_command", "train_policy", "train_ppo_command"]
 
 EVAL_SEED_OFFSET = 10_000
 """Evaluation episodes use seeds ``seed + EVAL_SEED_OFFSET + i``, never drawn by PPO training."""
@@ -84,7 +85,10 @@ EVAL_SEED_OFFSET = 10_000
 @click.option("--tensorboard", is_flag=True, help="Also log to --out/tensorboard.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-round lines.")
 def train_ppo_command(**params: Any) -> None:
-    """Train a growth policy with PPO; writes policy.pt and ppo_checkpoint.pt into --out.
+    """Train a growth policy with PPO.
+
+    Each round runs one episode per environment and updates the policy; --out gets
+    policy.pt (for 'esper train policy' and 'esper eval') and ppo_checkpoint.pt (for --resume).
 
     \b
     Examples:
@@ -106,27 +110,25 @@ def train_ppo_command(**params: Any) -> None:
     )
 
 
-def _train_policy(policy: str, params: dict[str, Any]) -> None:
-    from esper.cli import main as cli_main
-    from esper.recipes.train import default_run_dir, run_training
-    from esper.tamiyo.factory import make_controller
-
-    config = cli_main.build_config(params)
-    config = config.replace(controller="policy", policy=str(policy))
-    if config.out is None:
-        config = config.replace(out=str(default_run_dir(config)))
-    summary = run_training(config, make_controller(config), resume=params.get("resume") is not None)
-    cli_main._print_summary(summary, Path(str(config.out)))
-
-
 def _controller_fields(spec: str) -> dict[str, Any]:
-    if spec in ("static", "heuristic", "random"):
+    from esper.tamiyo import ControllerRegistry  # the package registers the built-in controllers
+
+    named = [name for name in ControllerRegistry.names() if name != "policy"]  # "policy" needs a file
+    if spec in named:
         return {"controller": spec}
     if Path(spec).is_file():
         return {"controller": "policy", "policy": str(spec)}
-    raise ConfigError(
-        f"--controller {spec!r} is neither static/heuristic/random nor an existing policy.pt file"
-    )
+    raise ConfigError(f"--controller {spec!r} is neither {'/'.join(named)} nor an existing policy.pt file")
+
+
+def _refuse_earlier_runs(parent: Path, configs: list[Any]) -> None:
+    """Eval always trains fresh runs: refuse run dirs an earlier eval left (before training any)."""
+    taken = [Path(c.out).name for c in configs if Path(c.out).is_dir() and any(Path(c.out).iterdir())]
+    if taken:
+        raise ConfigError(
+            f"{str(parent)!r} already holds the runs of an earlier 'esper eval' ({', '.join(taken)}); "
+            "esper eval always trains fresh runs: pass another --out, or remove that folder"
+        )
 
 
 def _mean_std(values: list[float]) -> str:
@@ -152,8 +154,10 @@ def _mean_std(values: list[float]) -> str:
 )
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Parent of the run dirs.")
 def eval_command(spec: str, task: str, episodes: int, epochs: int | None, seed: int, out: str | None) -> None:
-    """Run a controller on held-out seeds; print mean +- std of final accuracy, added
-    parameters and lifecycle counts. The run dirs can be compared with ``esper report``.
+    """Score a controller on held-out seeds.
+
+    Trains one fresh run per episode and prints mean +- std of the final accuracy, the added
+    parameters and the lifecycle counts. Compare the run dirs with 'esper report'.
     """
     from esper.recipes.run_dir import RunDir
     from esper.recipes.train import run_training
@@ -177,6 +181,7 @@ def eval_command(spec: str, task: str, episodes: int, epochs: int | None, seed: 
         )
         for run_seed in range(seed + EVAL_SEED_OFFSET, seed + EVAL_SEED_OFFSET + episodes)
     ]
+    _refuse_earlier_runs(parent, configs)
     with RunDir.open(parent, kind="eval", config={"controller": spec, "task": task, "episodes": episodes,
                                                   "epochs": epochs, "seed": seed}):  # fmt: skip
         summaries = [run_training(config, make_controller(config)) for config in configs]
@@ -191,40 +196,19 @@ def eval_command(spec: str, task: str, episodes: int, epochs: int | None, seed: 
     click.echo("\n".join(lines))
 
 
-def _policy_command() -> click.Command:
-    from esper.cli import main as cli_main
+@click.command("policy")
+@click.option(
+    "--policy",
+    "policy_path",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="A policy.pt written by 'esper train ppo'.",
+)
+@common_run_options
+def train_policy(policy_path: str, **params: Any) -> None:
+    """Grow seeds with a learned policy.
 
-    @click.command("policy")
-    @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False, exists=True),
-                  help="A policy.pt written by 'esper train ppo'.")  # fmt: skip
-    @cli_main.common_run_options
-    def train_policy(policy_path: str, **params: Any) -> None:
-        """Grow seeds with a learned policy (the same engine as ``esper train heuristic``)."""
-        _train_policy(policy_path, params)
-
-    return train_policy
-
-
-train_policy = None  # set by register(); the command needs main's shared run options
-
-
-def register(cli: click.Group, train: click.Group) -> None:
-    """Add ``train ppo``, ``train policy`` and ``eval`` to the given groups (idempotent)."""
-    global train_policy
-    if "ppo" not in train.commands:
-        train.add_command(train_ppo_command)
-    if "policy" not in train.commands:
-        train_policy = _policy_command()
-        train.add_command(train_policy)
-    if "eval" not in cli.commands:
-        cli.add_command(eval_command)
-
-
-def _register_on_main() -> None:
-    import importlib
-
-    main = importlib.import_module("esper.cli.main")  # mid-import when main loads us: cli/train exist
-    register(main.cli, main.train)
-
-
-_register_on_main()
+    The same engine, options and run directory as 'esper train heuristic'; the policy.pt
+    written by 'esper train ppo' decides every epoch's lifecycle action.
+    """
+    run_train(params, "policy", policy=str(policy_path))

@@ -1,9 +1,16 @@
-"""scikit-learn's bundled 8x8 handwritten digits: the default task, needing no download."""
+"""The 8x8 handwritten digits (UCI), shipped in the package: the default task, no download.
+
+``digits.npz`` holds the 1,797 images as uint8 [N, 8, 8] in 0..16 and their labels as uint8 [N],
+identical to ``sklearn.datasets.load_digits()`` (``images`` and ``target``), so no download and
+no scikit-learn are needed.
+"""
 
 from __future__ import annotations
 
 import functools
+from importlib import resources
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -14,6 +21,7 @@ SPLIT_SEED = 0
 VAL_FRACTION = 0.2
 NUM_CLASSES = 10
 INPUT_SHAPE = (1, 8, 8)
+DATA_FILE = "digits.npz"
 
 
 def stratified_split(labels: Tensor, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -35,14 +43,18 @@ def stratified_split(labels: Tensor, val_fraction: float, seed: int) -> tuple[Te
     return torch.cat(train).sort().values, torch.cat(val).sort().values
 
 
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The shipped digits: images uint8 [1797, 8, 8] with values 0..16, labels uint8 [1797]."""
+    with resources.files("esper.data").joinpath(DATA_FILE).open("rb") as f, np.load(f) as data:
+        return data["images"], data["labels"]
+
+
 @functools.lru_cache(maxsize=1)
 def load_digits_splits() -> tuple[ArraySplit, ArraySplit]:
     """(train, val) of normalised images [N, 1, 8, 8] float32 and labels [N] int64, cached."""
-    from sklearn.datasets import load_digits  # deferred: importing sklearn takes ~1 s
-
-    bunch = load_digits()
-    x = torch.from_numpy(bunch.images).float().div_(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
-    y = torch.from_numpy(bunch.target).long()
+    images, labels = load_digits_arrays()
+    x = torch.from_numpy(images).float().div_(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
+    y = torch.from_numpy(labels).long()
     train_idx, val_idx = stratified_split(y, VAL_FRACTION, SPLIT_SEED)
     # Statistics from the training split only, so nothing about val leaks into the inputs.
     mean, std = x[train_idx].mean(), x[train_idx].std()

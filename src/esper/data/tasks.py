@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from esper.data import charlm, cifar, digits
-from esper.data.base import Task
 from esper.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from esper.data.base import Task
+
+# The builders import their data modules (and so torch) when called: names, descriptions and
+# defaults are read by `esper --help`, which must start without torch.
 
 DEFAULT_TASK = "digits"
 
@@ -22,7 +26,7 @@ class _Entry:
     build: _Builder
 
 
-_Builder = Callable[[_Entry, dict[str, Any]], Task]
+_Builder = Callable[[_Entry, dict[str, Any]], "Task"]
 _ENTRIES: dict[str, _Entry] = {}
 
 
@@ -49,6 +53,8 @@ def _image_task(
     lr: float,
 ) -> Task:
     """A classification task with a CNNHost (the shape every image task shares)."""
+    from esper.data.base import Task
+
     train, val = splits
     return Task(
         name=entry.name,
@@ -68,6 +74,8 @@ def _image_task(
 
 
 def _digits_task(entry: _Entry, options: dict[str, Any], base_channels: int, epochs: int) -> Task:
+    from esper.data import digits
+
     host_kwargs = {
         "num_classes": digits.NUM_CLASSES,
         "n_blocks": 2,
@@ -89,7 +97,7 @@ def _digits_task(entry: _Entry, options: dict[str, Any], base_channels: int, epo
 
 @_register(
     "digits",
-    "scikit-learn's bundled 8x8 digits (no download) with a modest CNN (8-16 channels)",
+    "8x8 handwritten digits, shipped with Esper (no download), with a modest CNN (8-16 channels)",
     batch_size=64,
 )
 def _build_digits(entry: _Entry, options: dict[str, Any]) -> Task:
@@ -113,6 +121,8 @@ def _build_digits_impaired(entry: _Entry, options: dict[str, Any]) -> Task:
     batch_size=128,
 )
 def _build_cifar10(entry: _Entry, options: dict[str, Any]) -> Task:
+    from esper.data import cifar
+
     if options["data_dir"] is None:
         raise ConfigError(
             "task 'cifar10' needs data_dir, the folder holding 'cifar-10-batches-py' (or that "
@@ -148,6 +158,9 @@ def _build_cifar10(entry: _Entry, options: dict[str, Any]) -> Task:
     block_size=64,
 )
 def _build_charlm(entry: _Entry, options: dict[str, Any]) -> Task:
+    from esper.data import charlm
+    from esper.data.base import Task
+
     block_size = options["block_size"]
     if options["text_file"] is None:
         text, source = charlm.builtin_corpus(), "the built-in corpus (pydoc topics)"

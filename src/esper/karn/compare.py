@@ -7,9 +7,8 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from matplotlib.figure import Figure
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -19,7 +18,16 @@ from esper.karn.history import RunDirError, load_history
 from esper.karn.report import figure_png
 from esper.nissa.io import atomic_write_bytes
 
-__all__ = ["SUMMARY_KEYS", "compare_runs", "format_comparison_table", "write_comparison_plot"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "SUMMARY_KEYS",
+    "compare_runs",
+    "comparison_figure",
+    "format_comparison_table",
+    "write_comparison_plot",
+]
 
 SUMMARY_KEYS: tuple[str, ...] = (
     "task",
@@ -109,25 +117,44 @@ def format_comparison_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
 
 
-def write_comparison_plot(
-    run_dirs: Iterable[str | os.PathLike[str]], out_path: str | os.PathLike[str]
-) -> Path:
-    """Plot the validation accuracy of each run over epochs into ``out_path`` (atomically).
+def comparison_figure(run_dirs: Iterable[str | os.PathLike[str]]) -> Figure:
+    """Validation accuracy (top) and total parameters (bottom) of each run over epochs.
+
+    Each run's label carries its controller and final parameter count.
 
     Raises:
         RunDirError: a run's events.jsonl is missing or corrupted.
     """
-    fig = Figure(figsize=(9, 5), layout="constrained")
-    ax = fig.subplots()
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 8), layout="constrained")
+    ax_acc, ax_params = fig.subplots(2, 1, sharex=True)
     for run_dir in map(Path, run_dirs):
         history = load_history(run_dir)
         series = history.series()
         start = history.run_started
         label = run_dir.name + (f" ({start.controller})" if start else "")
-        ax.plot([e.epoch for e in series], [e.val_accuracy for e in series], marker=".", label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("val accuracy")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
-    return atomic_write_bytes(out_path, figure_png(fig))
+        if series:
+            label += f", {format_count(series[-1].total_params)} params"
+        xs = [e.epoch for e in series]
+        ax_acc.plot(xs, [e.val_accuracy for e in series], marker=".", label=label)
+        ax_params.plot(xs, [e.total_params for e in series], marker=".", label=label)
+    ax_acc.set_ylabel("val accuracy")
+    ax_params.set_ylabel("parameters")
+    ax_params.set_xlabel("epoch")
+    for ax in (ax_acc, ax_params):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    return fig
+
+
+def write_comparison_plot(
+    run_dirs: Iterable[str | os.PathLike[str]], out_path: str | os.PathLike[str]
+) -> Path:
+    """Write :func:`comparison_figure` of the runs into ``out_path`` (atomically).
+
+    Raises:
+        RunDirError: a run's events.jsonl is missing or corrupted.
+    """
+    return atomic_write_bytes(out_path, figure_png(comparison_figure(run_dirs)))

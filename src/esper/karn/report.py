@@ -1,20 +1,23 @@
-"""report.png: accuracy, parameters and each seed's alpha over epochs, with lifecycle marks."""
+"""report.png: accuracy, loss, parameters and each seed's alpha over epochs, with lifecycle marks.
+
+matplotlib is imported when a figure is drawn, not with this module (it takes ~0.3 s).
+"""
 
 from __future__ import annotations
 
 import io
 import os
 from pathlib import Path
-
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
+from typing import TYPE_CHECKING
 
 from esper.karn.history import RunHistory, SeedTrack, load_history
 from esper.nissa.io import atomic_write_bytes
 
-__all__ = ["figure_png", "write_report"]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["figure_png", "report_figure", "write_report"]
 
 # kind -> (colour, line style) of the vertical marks on the accuracy panel
 _EVENT_LINES = {
@@ -34,6 +37,8 @@ _SEED_MARKERS = {
 
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     """Render a figure to PNG bytes with the Agg canvas (no display, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
@@ -59,6 +64,18 @@ def _plot_accuracy(ax: Axes, history: RunHistory) -> None:
         ax.axvline(epoch, color=colour, ls=style, lw=1, alpha=0.6, label=label)
     ax.set_ylabel("accuracy")
     ax.legend(loc="lower right", fontsize="small")
+    ax.grid(alpha=0.3)
+
+
+def _plot_loss(ax: Axes, history: RunHistory) -> None:
+    series = history.series()
+    if not series:
+        _empty(ax, "no epochs recorded")
+    xs = [e.epoch for e in series]
+    ax.plot(xs, [e.val_loss for e in series], marker=".", label="val loss")
+    ax.plot(xs, [e.train_loss for e in series], ls="--", alpha=0.7, label="train loss")
+    ax.set_ylabel("loss")
+    ax.legend(loc="upper right", fontsize="small")
     ax.grid(alpha=0.3)
 
 
@@ -97,6 +114,8 @@ def _plot_seed(ax: Axes, track: SeedTrack) -> None:
 
 
 def _plot_alphas(ax: Axes, history: RunHistory) -> None:
+    from matplotlib.lines import Line2D
+
     if not history.seeds:
         _empty(ax, "no seeds")
     for track in history.seeds.values():
@@ -123,22 +142,33 @@ def _title(history: RunHistory, run_dir: Path) -> str:
     return f"{run_dir.name}: {start.task}, {start.controller} (seed {start.seed})"
 
 
-def write_report(run_dir: str | os.PathLike[str]) -> Path:
-    """Plot ``run_dir/events.jsonl`` into ``run_dir/report.png`` (written atomically).
+def report_figure(history: RunHistory, title: str) -> Figure:
+    """The report's panels, top to bottom.
 
-    Panels: train/val accuracy with vertical marks for germinate, fossilize, prune and
-    rollback; total parameters; each seed's alpha with germinate / blend-start / fossilize /
-    prune markers.
+    Train/val accuracy with vertical marks for germinate, fossilize, prune and rollback;
+    train/val loss; total parameters; each seed's alpha with germinate / blend-start /
+    fossilize / prune markers.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 14), layout="constrained")
+    ax_acc, ax_loss, ax_params, ax_alpha = fig.subplots(4, 1, sharex=True)
+    _plot_accuracy(ax_acc, history)
+    _plot_loss(ax_loss, history)
+    _plot_params(ax_params, history)
+    _plot_alphas(ax_alpha, history)
+    fig.suptitle(title)
+    return fig
+
+
+def write_report(run_dir: str | os.PathLike[str]) -> Path:
+    """Plot ``run_dir/events.jsonl`` into ``run_dir/report.png`` (written atomically; see
+    :func:`report_figure`).
 
     Raises:
         RunDirError: events.jsonl is missing or corrupted.
     """
     run_dir = Path(run_dir)
     history = load_history(run_dir)
-    fig = Figure(figsize=(10, 11), layout="constrained")
-    ax_acc, ax_params, ax_alpha = fig.subplots(3, 1, sharex=True)
-    _plot_accuracy(ax_acc, history)
-    _plot_params(ax_params, history)
-    _plot_alphas(ax_alpha, history)
-    fig.suptitle(_title(history, run_dir))
+    fig = report_figure(history, _title(history, run_dir))
     return atomic_write_bytes(run_dir / "report.png", figure_png(fig))

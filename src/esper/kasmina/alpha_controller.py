@@ -89,8 +89,9 @@ class AlphaController:
         """Start a ramp from the current alpha; only from HOLD. Zero steps snaps at once."""
         if self.alpha_mode != AlphaMode.HOLD:
             raise ValueError(
-                f"retarget() needs alpha_mode HOLD, but a ramp is in progress "
-                f"({self.alpha_mode.name}, {self.alpha_steps_done}/{self.alpha_steps_total} steps)"
+                f"retarget() is only allowed from HOLD, but a ramp is in progress "
+                f"({self.alpha_mode.name}, {self.alpha_steps_done}/{self.alpha_steps_total} steps); "
+                "wait until step() returns True"
             )
         target = _check_unit("alpha_target", alpha_target)
         steps = _check_steps("alpha_steps_total", alpha_steps_total)

@@ -1,6 +1,6 @@
 """Pure tensor blend operators: how seed features are mixed into host features.
 
-dtype rules (see DESIGN.md, "dtype rules"): under AMP the host and seed features can arrive in
+dtype rules: under AMP the host and seed features can arrive in
 different dtypes and alpha is usually an fp32 scalar. ``torch.lerp`` needs ``end`` to match
 ``start`` and a weight that is not 0-dim to match too, while a 0-dim weight of any float dtype
 is accepted. So these ops convert the seed features (and a non-0-dim alpha or gate) to the host

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from esper.errors import IllegalTransitionError
+from esper.errors import IllegalTransitionError, plural
 from esper.leyline.stages import VALID_TRANSITIONS, SeedStage, is_failure_stage, is_valid_transition
 
 if TYPE_CHECKING:  # slot_state imports SeedMetrics from here
@@ -143,9 +143,8 @@ def gate_failures(
     if target == SeedStage.BLENDING and current == SeedStage.TRAINING:
         m, (events, finite) = state.metrics, pending_grad_steps
         if strict and state.epochs_in_stage < gates.min_training_epochs:
-            failed.append(
-                f"trained {state.epochs_in_stage} epochs in TRAINING, needs {gates.min_training_epochs}"
-            )
+            trained = plural(state.epochs_in_stage, "epoch")
+            failed.append(f"trained {trained} in TRAINING, needs {gates.min_training_epochs}")
         if needs_gradients and m.grad_steps_finite + finite == 0:
             failed.append(
                 f"no backward has reached every seed parameter with finite gradients since "
@@ -163,7 +162,9 @@ def _fossilize_failures(gates: QualityGates, state: SlotState, strict: bool) -> 
     c = state.metrics.counterfactual_contribution
     failed = []
     if strict and state.epochs_in_stage < gates.min_holding_epochs:
-        failed.append(f"held {state.epochs_in_stage} epochs in HOLDING, needs {gates.min_holding_epochs}")
+        failed.append(
+            f"held {plural(state.epochs_in_stage, 'epoch')} in HOLDING, needs {gates.min_holding_epochs}"
+        )
     if c is None:
         if strict:
             failed.append("counterfactual contribution has not been measured")

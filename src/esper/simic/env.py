@@ -26,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from esper._gym import ENV_ID
 from esper.data import Task, get_task
 from esper.errors import CheckpointError, ConfigError
 from esper.kasmina.blueprints import BlueprintRegistry
@@ -38,6 +39,7 @@ from esper.simic.rewards import (
     RewardConfig,
     basic_reward,
     lifecycle_potential,
+    lifecycle_reward,
     shaped_reward,
     sparse_reward,
 )
@@ -48,8 +50,6 @@ from esper.tolaria.config import RunConfig
 from esper.tolaria.engine import Engine
 
 __all__ = ["ENV_ID", "MorphogenesisEnv"]
-
-ENV_ID = "esper/Morphogenesis-v0"
 
 _BLENDED = (SeedStage.BLENDING, SeedStage.HOLDING)
 
@@ -90,7 +90,7 @@ class MorphogenesisEnv(gym.Env[np.ndarray, np.ndarray]):
         if isinstance(episode_length, bool) or not isinstance(episode_length, int) or episode_length < 1:
             raise ConfigError(f"episode_length must be an int >= 1, got {episode_length!r}")
         self.reward_config = reward_config or RewardConfig(mode=reward)
-        self.episode_length = episode_length
+        self.episode_length = self.default_length = episode_length
         self.host_checkpoint = host_checkpoint
         self._default_seed = seed
         self.base_config = RunConfig(
@@ -123,24 +123,33 @@ class MorphogenesisEnv(gym.Env[np.ndarray, np.ndarray]):
         self._obs: Observation | None = None
         self._legal: JointLegality | None = None
         self._steps = 0
+        self._base_params = 1  # the starting host's parameters (lifecycle reward's rent)
 
     # ----------------------------------------------------------------- gymnasium API
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start a fresh run (host seed = ``seed``, else drawn from the env's RNG)."""
+        """Start a fresh run (host seed = ``seed``, else drawn from the env's RNG).
+
+        ``options={"episode_length": n}`` sets this episode's length (the observation carries
+        the budget, so one policy serves several); otherwise the env's ``episode_length``.
+        """
         if seed is None and self._np_random is None and self._default_seed is not None:
             seed = self._default_seed
+        length = (options or {}).get("episode_length", self.default_length)
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ConfigError(f"options['episode_length'] must be an int >= 1, got {length!r}")
         super().reset(seed=seed)
         run_seed = int(seed) if seed is not None else int(self.np_random.integers(0, 2**31 - 1))
-        config = self.base_config.replace(seed=run_seed)
+        self.episode_length = length
+        config = self.base_config.replace(seed=run_seed, epochs=length + 1)
         self._events.events.clear()
         engine = engine_for_task(config, self.task, self._telemetry)
         if self.host_checkpoint is not None:
             _load_host(engine, self.host_checkpoint)
             engine.remember_good_state()  # the governor's rollback point includes the loaded host
         engine.train_epoch()
-        self.engine, self._steps = engine, 0
+        self.engine, self._steps, self._base_params = engine, 0, engine.host_params
         obs = self._observe()
         info = {"epoch_metrics": dict(engine.history[-1]), "seed": run_seed, **self._legal_info()}
         self._events.events.clear()
@@ -220,13 +229,22 @@ class MorphogenesisEnv(gym.Env[np.ndarray, np.ndarray]):
         ]
         if cfg.mode == "basic":
             return basic_reward(cfg, contributions=measured, param_ratio=ratio, illegal=illegal)
+        if cfg.mode == "lifecycle":
+            return lifecycle_reward(
+                cfg,
+                acc_before=old.val_accuracy,
+                acc_after=new.val_accuracy,
+                blended_contributions=_contributions(new, _BLENDED),
+                fossilized_contributions=_contributions(new, (SeedStage.FOSSILIZED,)),
+                growth=(new.host_params + new.seed_params) / max(self._base_params, 1) - 1.0,
+                terminal=terminal,
+                illegal=illegal,
+            )
         return shaped_reward(
             cfg,
             acc_before=old.val_accuracy,
             acc_after=new.val_accuracy,
-            blended_contributions=[
-                s.contribution for s in new.slots if s.stage in _BLENDED and s.contribution is not None
-            ],
+            blended_contributions=_contributions(new, _BLENDED),
             potential_before=lifecycle_potential(s.stage for s in old.slots),
             potential_after=lifecycle_potential(s.stage for s in new.slots),
             param_ratio=ratio,
@@ -244,6 +262,11 @@ def _load_host(engine: Engine, path: str) -> None:
         engine.model.host.load_state_dict(grown.host.state_dict())
     except RuntimeError as exc:
         raise CheckpointError(f"host checkpoint {path!r} does not fit the task's host: {exc}") from exc
+
+
+def _contributions(obs: Observation, stages: tuple[SeedStage, ...]) -> list[float]:
+    """Measured contributions of the slots in ``stages`` (a fossilized seed keeps its last)."""
+    return [s.contribution for s in obs.slots if s.stage in stages and s.contribution is not None]
 
 
 def _timeless(event: dict[str, Any]) -> dict[str, Any]:

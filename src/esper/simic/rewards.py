@@ -14,6 +14,13 @@ divided by host parameters.
 * ``sparse``: ``0`` until the last step, then ``w_acc * final_accuracy - rent_coef *
   param_ratio``.
 * ``basic``: ``w_contrib * sum(contributions of seeds with a measured contribution) - rent``.
+* ``lifecycle``: pays for what a grown model *keeps*: ``accuracy_delta`` as ``shaped``, plus
+  ``contribution = w_contrib * sum(BLENDING/HOLDING contributions)``, plus ``fossil = w_fossil
+  * sum(contributions FOSSILIZED seeds had when fossilized)`` on every later step (so
+  fossilizing a contributor early beats holding it in BLENDING, as ``w_fossil > w_contrib``),
+  minus ``rent = rent_coef * growth`` where ``growth`` is the model's parameters over the
+  starting host's minus 1 (width growth turns seed parameters into host ones: the rent follows
+  the model, not the seeds), plus ``final = w_acc * final_accuracy`` on the last step.
 
 Every mode adds ``illegal = -illegal_penalty`` on a step whose action was illegal (a no-op).
 """
@@ -32,11 +39,12 @@ __all__ = [
     "RewardConfig",
     "basic_reward",
     "lifecycle_potential",
+    "lifecycle_reward",
     "shaped_reward",
     "sparse_reward",
 ]
 
-REWARD_MODES: tuple[str, ...] = ("shaped", "sparse", "basic")
+REWARD_MODES: tuple[str, ...] = ("shaped", "sparse", "basic", "lifecycle")
 
 STAGE_POTENTIAL: Mapping[SeedStage, float] = {
     SeedStage.GERMINATED: 0.25,
@@ -57,7 +65,9 @@ class RewardConfig:
         accuracy_weight: ``w_acc``, per unit of accuracy (fraction).
         contribution_weight: ``w_contrib``, per unit of counterfactual contribution.
         shaping_weight: ``w_shape`` on the potential difference.
-        rent_coef: cost per unit of ``param_ratio`` (per step for shaped/basic, once for sparse).
+        rent_coef: cost per unit of ``param_ratio`` (per step for shaped/basic, once for sparse;
+            per unit of model growth for lifecycle).
+        fossil_weight: ``w_fossil``, per unit of a fossilized seed's contribution, every step.
         illegal_penalty: subtracted on an illegal (no-op) action.
         gamma: discount used by the potential-based shaping (match PPO's ``gamma``).
     """
@@ -67,6 +77,7 @@ class RewardConfig:
     contribution_weight: float = 2.0
     shaping_weight: float = 0.2
     rent_coef: float = 0.05
+    fossil_weight: float = 4.0
     illegal_penalty: float = 0.1
     gamma: float = 0.99
 
@@ -79,6 +90,7 @@ class RewardConfig:
             "contribution_weight",
             "shaping_weight",
             "rent_coef",
+            "fossil_weight",
             "illegal_penalty",
         ):
             if not getattr(self, name) >= 0:
@@ -148,6 +160,31 @@ def basic_reward(
         {
             "contribution": cfg.contribution_weight * float(sum(contributions)),
             "rent": -cfg.rent_coef * param_ratio,
+        },
+        illegal,
+        cfg,
+    )
+
+
+def lifecycle_reward(
+    cfg: RewardConfig,
+    *,
+    acc_before: float,
+    acc_after: float,
+    blended_contributions: Iterable[float],
+    fossilized_contributions: Iterable[float],
+    growth: float,
+    terminal: bool,
+    illegal: bool = False,
+) -> dict[str, float]:
+    """The ``lifecycle`` reward of one step (see the module docstring)."""
+    return _finish(
+        {
+            "accuracy_delta": cfg.accuracy_weight * (acc_after - acc_before),
+            "contribution": cfg.contribution_weight * float(sum(blended_contributions)),
+            "fossil": cfg.fossil_weight * float(sum(fossilized_contributions)),
+            "rent": -cfg.rent_coef * growth,
+            "final": cfg.accuracy_weight * acc_after if terminal else 0.0,
         },
         illegal,
         cfg,

@@ -48,6 +48,7 @@ from esper.simic.env import MorphogenesisEnv
 from esper.simic.ppo import PPOConfig, PPOTrainer
 from esper.simic.ray_backend import RayVectorEnv, check_address  # imports Ray only when used
 from esper.simic.rewards import REWARD_MODES
+from esper.tamiyo.features import observation_layout
 from esper.tamiyo.learned import select_actions
 from esper.tamiyo.masks import JointLegality
 from esper.tamiyo.policy_net import FactoredPolicy
@@ -76,6 +77,9 @@ class PPORunConfig:
     rounds: int = 20
     envs: int = 2
     episode_length: int = 10
+    episode_lengths: list[int] | None = None
+    """Sample each round's episode length from these (one policy for several budgets);
+    None: every round is ``episode_length`` long."""
     reward: str = "shaped"
     seed: int = 0
     out: str = "runs/ppo"
@@ -110,6 +114,13 @@ class PPORunConfig:
             for name in ("rounds", "envs", "episode_length", "hidden", "lstm_hidden")
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1)
         ]
+        if self.episode_lengths is not None and not (
+            isinstance(self.episode_lengths, list)
+            and self.episode_lengths
+            and all(type(n) is int and n >= 1 for n in self.episode_lengths)
+        ):
+            given = self.episode_lengths
+            problems.append(f"episode_lengths must be a non-empty list of ints >= 1, got {given!r}")
         if not isinstance(self.lstm, bool):
             problems.append(f"lstm must be a bool, got {self.lstm!r}")
         if self.reward not in REWARD_MODES:
@@ -167,11 +178,26 @@ class PPORunConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def build_policy(self, obs_dim: int, head_sizes: dict[str, int]) -> FactoredPolicy:
-        """The (untrained) policy network this run trains."""
+    def build_policy(
+        self, obs_dim: int, head_sizes: dict[str, int], layout: dict[str, Any] | None = None
+    ) -> FactoredPolicy:
+        """The (untrained) policy network this run trains, recording its observation layout."""
         return FactoredPolicy(
-            obs_dim, head_sizes, hidden=self.hidden, lstm=self.lstm, lstm_hidden=self.lstm_hidden
+            obs_dim,
+            head_sizes,
+            hidden=self.hidden,
+            lstm=self.lstm,
+            lstm_hidden=self.lstm_hidden,
+            layout=layout,
         )
+
+    def observation_layout(self) -> dict[str, Any]:
+        """The slots, blueprints and feature version this run's environments observe."""
+        env = MorphogenesisEnv(
+            task=self.task, episode_length=self.episode_length, slots=self.slots,
+            max_seed_params=self.max_seed_params,
+        )  # fmt: skip
+        return observation_layout(env.layout.slot_ids, env.layout.blueprints)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> PPORunConfig:
@@ -264,9 +290,11 @@ def _episode_seeds(config: PPORunConfig, round_: int) -> list[int]:
 class _Rollout:
     """Collects one episode per environment into a :class:`RolloutBuffer`."""
 
-    def __init__(self, envs: gym.vector.VectorEnv, policy: FactoredPolicy, config: PPORunConfig) -> None:
-        self.envs, self.policy, self.config = envs, policy, config
-        n, t = config.envs, config.episode_length
+    def __init__(
+        self, envs: gym.vector.VectorEnv, policy: FactoredPolicy, config: PPORunConfig, length: int
+    ) -> None:
+        self.envs, self.policy, self.config, self.length = envs, policy, config, length
+        n, t = config.envs, length
         lstm_hidden = policy.lstm_hidden if policy.use_lstm else 0
         self.buffer = RolloutBuffer(
             t, n, policy.obs_dim, len(HEADS), policy.mask_dim, lstm_hidden=lstm_hidden
@@ -276,7 +304,8 @@ class _Rollout:
         n = self.config.envs
         # Vector envs accept one seed per env, which gymnasium's stub does not say.
         # The round is for the Ray backend's restart events; environments ignore it.
-        obs, info = self.envs.reset(seed=seeds, options={"round": round_})  # type: ignore[arg-type]
+        options = {"round": round_, "episode_length": self.length}
+        obs, info = self.envs.reset(seed=seeds, options=options)  # type: ignore[arg-type]
         # The state the rollout starts from (zeros; step 0 starts every episode anyway).
         state = self.policy.initial_state(n) if self.policy.use_lstm else None
         self.buffer.reset(state)
@@ -284,7 +313,7 @@ class _Rollout:
         illegal, env_time, policy_time = 0, 0.0, 0.0
         start = torch.ones(n)
         final_acc, seed_params = np.zeros(n), np.zeros(n)
-        for _ in range(self.config.episode_length):
+        for _ in range(self.length):
             t0 = time.perf_counter()
             obs_t = torch.as_tensor(obs, dtype=torch.float32)
             chosen = select_actions(self.policy, obs_t, _legality(info, n), state=state, episode_starts=start)
@@ -305,7 +334,7 @@ class _Rollout:
                 seed_params[done] = info["seed_params"][done]
         cfg = self.config
         self.buffer.compute_returns_and_advantages(torch.zeros(n), torch.ones(n), cfg.gamma, cfg.gae_lambda)
-        steps = n * cfg.episode_length
+        steps = n * self.length
         return {
             "mean_return": float(returns.mean()),
             "final_accuracy": float(final_acc.mean()),
@@ -346,7 +375,7 @@ def train_ppo(
         obs_dim = int(envs.single_observation_space.shape[0])  # type: ignore[index]
         head_sizes = dict(zip(HEADS, (int(n) for n in envs.single_action_space.nvec), strict=True))  # type: ignore[attr-defined]
         torch.manual_seed(config.seed)  # before the policy's init, so that it is seeded too
-        policy = config.build_policy(obs_dim, head_sizes)
+        policy = config.build_policy(obs_dim, head_sizes, config.observation_layout())
         trainer = PPOTrainer(
             policy, config.ppo_config(), generator=torch.Generator().manual_seed(config.seed)
         )
@@ -387,7 +416,8 @@ def _train_round(
     sampler: torch.Generator,
 ) -> dict[str, float]:
     start = time.perf_counter()
-    rollout = _Rollout(envs, policy, config)
+    length = round_length(config, round_)
+    rollout = _Rollout(envs, policy, config, length)
     with torch.random.fork_rng(devices=[]):  # action sampling has its own, checkpointed stream
         torch.set_rng_state(sampler.get_state())
         stats = rollout.collect(_episode_seeds(config, round_), round_)
@@ -395,15 +425,25 @@ def _train_round(
     t0 = time.perf_counter()
     metrics = trainer.update(rollout.buffer)
     update_time = time.perf_counter() - t0
-    steps = config.envs * config.episode_length
+    steps = config.envs * length
     elapsed = time.perf_counter() - start
     metrics.update(stats)
     metrics.update(
         update_time_s=update_time,
         steps_per_s=steps / elapsed,
         controller_overhead=(stats["policy_time_s"] + update_time) / max(stats["env_time_s"], 1e-9),
+        episode_length=float(length),
     )
     return metrics
+
+
+def round_length(config: PPORunConfig, round_: int) -> int:
+    """The episode length of ``round_``: drawn from ``episode_lengths`` by (seed, round), so a
+    resumed run draws the same; else ``episode_length``."""
+    if not config.episode_lengths:
+        return config.episode_length
+    index = (config.seed * 7_919 + round_ * 104_729 + 13) % len(config.episode_lengths)
+    return config.episode_lengths[index]
 
 
 def _save(

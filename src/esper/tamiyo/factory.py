@@ -1,34 +1,55 @@
-"""Build the controller a run config names."""
+"""The built-in controllers, registered by name, and the controller a run config names."""
 
 from __future__ import annotations
 
-from esper.errors import ConfigError
+from typing import TYPE_CHECKING
+
 from esper.leyline.observation import Policy
 from esper.tamiyo.heuristic import HeuristicConfig, HeuristicPolicy
+from esper.tamiyo.registry import ControllerRegistry
 from esper.tamiyo.simple import RandomPolicy, StaticPolicy
-from esper.tolaria.config import CONTROLLERS, RunConfig
+
+if TYPE_CHECKING:
+    from esper.tolaria.config import RunConfig
 
 __all__ = ["make_controller"]
 
 
 def make_controller(config: RunConfig) -> Policy:
-    """The controller for ``config.controller`` with its knobs taken from the run config."""
-    if config.controller == "heuristic":
-        return HeuristicPolicy(
-            HeuristicConfig(
-                plateau_window=config.plateau_window,
-                plateau_min_delta=config.plateau_min_delta,
-                blend_tempo_epochs=config.blend_tempo_epochs,
-                min_training_epochs=config.min_training_epochs,
-                blueprints=tuple(config.blueprints) if config.blueprints else None,
-            )
-        )
-    if config.controller == "static":
-        return StaticPolicy()
-    if config.controller == "random":
-        return RandomPolicy(seed=config.seed)
-    if config.controller == "policy" and config.policy:
-        from esper.tamiyo.learned import LearnedPolicy
+    """The controller for ``config.controller`` with its knobs taken from the run config.
 
-        return LearnedPolicy(config.policy)
-    raise ConfigError(f"unknown controller {config.controller!r}; valid: {list(CONTROLLERS)}")
+    Raises:
+        ConfigError: a controller name that is not registered (the message lists them).
+    """
+    return ControllerRegistry.create(config.controller, config)
+
+
+@ControllerRegistry.register("heuristic", description="rule-based: germinate on plateau, gate, prune")
+def _heuristic(config: RunConfig) -> Policy:
+    return HeuristicPolicy(
+        HeuristicConfig(
+            plateau_window=config.plateau_window,
+            plateau_min_delta=config.plateau_min_delta,
+            blend_tempo_epochs=config.blend_tempo_epochs,
+            min_training_epochs=config.min_training_epochs,
+            blueprints=tuple(config.blueprints) if config.blueprints else None,
+        )
+    )
+
+
+@ControllerRegistry.register("static", description="the host alone, no seeds (the baseline)")
+def _static(config: RunConfig) -> Policy:
+    return StaticPolicy()
+
+
+@ControllerRegistry.register("random", description="random legal lifecycle actions, seeded by the run")
+def _random(config: RunConfig) -> Policy:
+    return RandomPolicy(seed=config.seed)
+
+
+@ControllerRegistry.register("policy", description="a learned policy from config.policy (a policy.pt)")
+def _learned(config: RunConfig) -> Policy:
+    from esper.tamiyo.learned import LearnedPolicy  # deferred: the network needs torch
+
+    assert config.policy is not None, "RunConfig refuses controller 'policy' without a policy path"
+    return LearnedPolicy(config.policy)

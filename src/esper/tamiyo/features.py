@@ -4,7 +4,7 @@ The vector is ``GLOBAL_FEATURES`` followed by one block per slot (slots in the o
 order). Its size depends only on the number of slots and blueprints
 (:func:`feature_size`), so a policy trained for one layout refuses another one.
 
-Global features (``G = 12``):
+Global features (``G = 14``):
 
 ====  ========================  =====================================================  ===========
  idx  name                      definition                                             range
@@ -21,9 +21,12 @@ Global features (``G = 12``):
   9   ``budget_used``           seed params / (``max_seed_params`` or host params)     [0, 5]
  10   ``best_gap``              best val accuracy so far minus the current one         [0, 1]
  11   ``active_fraction``       slots holding a seed (not DORMANT/failed) / slots      [0, 1]
+ 12   ``epochs_left``           ``min(max_epochs - epoch - 1, 100) / 100``: the budget  [0, 1]
+                                in absolute epochs (one policy serves several lengths)
+ 13   ``budget_left``           ``1 - seed_params / max_seed_params`` (1: no budget)   [0, 1]
 ====  ========================  =====================================================  ===========
 
-Per-slot block (``S = len(SeedStage) + 9 + n_blueprints``):
+Per-slot block (``S = len(SeedStage) + 10 + n_blueprints``):
 
 ==================================  ==========================================================
  feature                             definition
@@ -35,6 +38,8 @@ Per-slot block (``S = len(SeedStage) + 9 + n_blueprints``):
  ``contribution``                    last counterfactual contribution (accuracy units), clipped
                                      to [-1, 1]; 0 when unmeasured
  ``contribution_measured``           1 once a contribution has been measured
+ ``contribution_trend``              last contribution minus the one before (0 with fewer than
+                                     two), clipped to [-1, 1]: is the seed still helping more?
  ``seed_params``                     ``seed_params / (seed_params + host_params)``, [0, 1)
  ``gate_ready``                      1 when the gate to the next stage would pass now
  ``embargo``                         ``min(embargo_remaining, 10) / 10``
@@ -58,18 +63,26 @@ from esper.leyline.observation import Observation, SlotObservation
 from esper.leyline.stages import SeedStage
 
 __all__ = [
+    "FEATURES_VERSION",
     "FEATURE_CLIP",
     "GLOBAL_FEATURES",
     "SLOT_FEATURES",
     "feature_names",
     "feature_size",
     "observation_features",
+    "observation_layout",
 ]
 
 FEATURE_CLIP = 5.0
 """Every feature lies in ``[-FEATURE_CLIP, FEATURE_CLIP]`` (the environment's ``Box`` bounds)."""
 
+FEATURES_VERSION = 2
+"""Bumped whenever a feature is added, removed or redefined: a policy records the version it
+was trained on, and a run with another version refuses it."""
+
 PLATEAU_MIN_DELTA = 0.005
+HORIZON = 100
+"""Epochs-left feature scale: runs up to this many epochs are told apart."""
 
 GLOBAL_FEATURES: tuple[str, ...] = (
     "progress",
@@ -84,6 +97,8 @@ GLOBAL_FEATURES: tuple[str, ...] = (
     "budget_used",
     "best_gap",
     "active_fraction",
+    "epochs_left",
+    "budget_left",
 )
 
 _STAGES: tuple[SeedStage, ...] = tuple(SeedStage)
@@ -95,6 +110,7 @@ SLOT_FEATURES: tuple[str, ...] = (
     "epochs_in_stage",
     "contribution",
     "contribution_measured",
+    "contribution_trend",
     "seed_params",
     "gate_ready",
     "embargo",
@@ -151,6 +167,8 @@ def _global_features(obs: Observation) -> np.ndarray:
         obs.seed_params / budget,
         max(accs) - accs[-1],
         active / n_slots,
+        min(max(obs.max_epochs - obs.epoch - 1, 0), HORIZON) / HORIZON,
+        1.0 - obs.seed_params / obs.max_seed_params if obs.max_seed_params else 1.0,
     ]
     return np.asarray(values, dtype=np.float64)
 
@@ -169,9 +187,20 @@ def _slot_features(slot: SlotObservation, obs: Observation) -> np.ndarray:
         min(slot.epochs_in_stage, 20) / 20,
         contribution,
         float(measured),
+        _trend(slot.contribution_history),
         slot.seed_params / max(slot.seed_params + obs.host_params, 1),
         float(slot.gate_ready),
         min(slot.embargo_remaining, 10) / 10,
         float(slot.alpha_algorithm == AlphaAlgorithm.MULTIPLY),
     ]
     return np.concatenate([stage, np.asarray(values, dtype=np.float64), blueprint])
+
+
+def _trend(history: Sequence[float]) -> float:
+    finite = [c for c in history[-2:] if math.isfinite(c)]
+    return float(np.clip(finite[1] - finite[0], -1.0, 1.0)) if len(finite) == 2 else 0.0
+
+
+def observation_layout(slot_ids: Sequence[str], blueprints: Sequence[str]) -> dict[str, object]:
+    """What a policy's inputs and heads mean: slots, blueprints and the feature version."""
+    return {"slots": list(slot_ids), "blueprints": list(blueprints), "features": FEATURES_VERSION}

@@ -23,7 +23,7 @@ from torch import Tensor
 from esper.errors import CheckpointError
 from esper.leyline.actions import Action
 from esper.leyline.observation import Observation
-from esper.tamiyo.features import feature_size, observation_features
+from esper.tamiyo.features import feature_size, observation_features, observation_layout
 from esper.tamiyo.masks import ActionLayout, JointLegality
 from esper.tamiyo.policy_net import FactoredPolicy, LSTMState, load_policy
 
@@ -123,6 +123,13 @@ class LearnedPolicy:
     def check_fits(self, obs: Observation) -> ActionLayout:
         """The observation's action layout, after checking the policy was trained for it."""
         layout = ActionLayout.from_observation(obs)
+        ours = observation_layout([s.slot_id for s in obs.slots], obs.blueprints)
+        if self.net.layout is not None and self.net.layout != ours:
+            raise CheckpointError(
+                f"policy {self.source} was trained for the observation layout {_describe(self.net.layout)}, "
+                f"but this run's is {_describe(ours)}; train a policy for this layout (esper train ppo) "
+                f"or run with the slots and blueprints it was trained on"
+            )
         dim = feature_size(len(obs.slots), len(obs.blueprints))
         if dim != self.net.obs_dim:
             raise CheckpointError(
@@ -174,3 +181,10 @@ class LearnedPolicy:
         self.last_epoch = state.get("last_epoch")
         has_state = "lstm_h" in state and "lstm_c" in state
         self.lstm_state = (state["lstm_h"].clone(), state["lstm_c"].clone()) if has_state else None
+
+
+def _describe(layout: dict[str, Any]) -> str:
+    return (
+        f"(slots {layout.get('slots')}, blueprints {layout.get('blueprints')}, "
+        f"features v{layout.get('features')})"
+    )

@@ -123,9 +123,13 @@ class FactoredPolicy(nn.Module):
         hidden: int = 128,
         lstm: bool = False,
         lstm_hidden: int = 128,
+        layout: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         _validate_head_sizes(head_sizes)
+        self.layout = dict(layout) if layout is not None else None
+        """The observation layout it is trained for (``slots``, ``blueprints``,
+        ``features``: the feature names' version), None when not recorded."""
         if obs_dim < 1 or hidden < 1 or lstm_hidden < 1:
             raise ConfigError(
                 f"obs_dim, hidden and lstm_hidden must be >= 1; got {obs_dim}, {hidden}, {lstm_hidden}"
@@ -172,6 +176,7 @@ class FactoredPolicy(nn.Module):
             "hidden": self.hidden,
             "lstm": self.use_lstm,
             "lstm_hidden": self.lstm_hidden,
+            "layout": self.layout,
         }
 
     @classmethod
@@ -428,7 +433,15 @@ def _policy_config_problems(config: Any) -> list[str]:
         problems.append(f"head_sizes must be a dict of head -> size, got {heads!r}")
     if not isinstance(config.get("lstm", False), bool):
         problems.append(f"lstm must be a bool, got {config.get('lstm')!r}")
-    unknown = sorted(set(config) - {"obs_dim", "head_sizes", "hidden", "lstm", "lstm_hidden"})
+    layout = config.get("layout")
+    if layout is not None and not (
+        isinstance(layout, dict)
+        and all(isinstance(layout.get(k), list) for k in ("slots", "blueprints"))
+        and isinstance(layout.get("features"), int)
+    ):
+        expected = "{'slots': [...], 'blueprints': [...], 'features': int}"
+        problems.append(f"layout must be {expected}, got {layout!r}")
+    unknown = sorted(set(config) - {"obs_dim", "head_sizes", "hidden", "lstm", "lstm_hidden", "layout"})
     if unknown:
         problems.append(f"unknown keys {unknown}")
     return problems
