@@ -58,12 +58,19 @@ def _esper_lines(block: str) -> list[list[str]]:
 
 
 def test_the_readme_has_the_examples_this_file_checks():
-    assert len(PYTHON) == 4 and len(TOML) == 1
+    assert len(PYTHON) == 5 and len(TOML) == 1
     assert all(_promises(block) for block in PYTHON)
 
 
+@pytest.mark.slow
+def test_the_grow_your_own_model_loop_fossilizes_a_seed_in_the_injected_net(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _run_python(PYTHON[0])  # its print promises the stages
+    assert (tmp_path / "runs" / "mine" / "events.jsonl").is_file()
+
+
 def test_the_slot_example_walks_one_seed_to_fossilized():
-    lines = _run_python(PYTHON[0])
+    lines = _run_python(PYTHON[1])
     stages = [line.split()[1] for line in lines[1:]]
     assert stages[-1] == "FOSSILIZED"
     assert list(dict.fromkeys(stages)) == ["TRAINING", "BLENDING", "HOLDING", "FOSSILIZED"]
@@ -102,15 +109,15 @@ def _leaf_commands(group: click.Group) -> list[click.Command]:
 @pytest.mark.slow
 def test_the_python_run_grows_a_seed_that_load_grown_and_the_export_keep(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _run_python(PYTHON[1])
+    _run_python(PYTHON[2])
     export = CliRunner().invoke(cli, ["export", "runs/impaired"])
     assert export.exit_code == 0, export.output
-    _run_python(PYTHON[3])
+    _run_python(PYTHON[4])
 
 
 def test_the_engine_loop_runs_three_epochs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _run_python(PYTHON[2])
+    _run_python(PYTHON[3])
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import click
 
 from esper.data import DEFAULT_TASK, list_tasks
 from esper.errors import ConfigError, did_you_mean
-from esper.tolaria.config import AMP_MODES, SEED_LIMIT, RunConfig, load_config_file
+from esper.tolaria.config import AMP_MODES, INPUT_DTYPES, SEED_LIMIT, RunConfig, load_config_file
 
 __all__ = ["RESUME_OVERRIDES", "build_config", "common_run_options", "shared_option_names"]
 
@@ -33,6 +33,11 @@ _CLI_FIELDS: dict[str, str] = {
     "host_channels": "host_channels",
     "tensorboard": "tensorboard",
     "quiet": "quiet",
+    "model": "model",
+    "data": "data",
+    "target_modules": "target_modules",
+    "example_input_shape": "example_input_shape",
+    "example_input_dtype": "example_input_dtype",
 }
 """Click parameter name -> ``RunConfig`` field, for the options of :func:`common_run_options`."""
 
@@ -111,6 +116,67 @@ def _what_options() -> list[Callable[[F], F]]:
     ]
 
 
+def _split_names(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str] | None:
+    """``--target-modules a,b --target-modules c`` -> ``["a", "b", "c"]`` (None when not given)."""
+    names = [n.strip() for v in value for n in v.split(",") if n.strip()]
+    return names or None
+
+
+def _parse_shape(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    """``"1,8,8"`` -> ``[1, 8, 8]``."""
+    if value is None:
+        return None
+    try:
+        shape = [int(d) for d in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected sizes separated by commas, e.g. 1,8,8; got {value!r}") from None
+    if any(d < 1 for d in shape):
+        raise click.BadParameter(f"every size must be >= 1, got {value!r}")
+    return shape
+
+
+def _model_options() -> list[Callable[[F], F]]:
+    """Options that grow the user's own model on their own data instead of a task."""
+    return [
+        click.option(
+            "--model",
+            default=None,
+            metavar="MODULE:FACTORY",
+            help="Grow your own model instead of a task's host: FACTORY() in MODULE (an importable "
+            "module or a .py file) returns an nn.Module. Needs --data and --target-modules.",
+        ),
+        click.option(
+            "--data",
+            default=None,
+            metavar="MODULE:FACTORY",
+            help="With --model: FACTORY() returns (train, val), each an iterable of (inputs, targets) "
+            "batches (e.g. DataLoaders).",
+        ),
+        click.option(
+            "--target-modules",
+            multiple=True,
+            callback=_split_names,
+            metavar="PATTERN",
+            help="With --model: where slots go. One value is a regular expression over whole module "
+            "names ('layer[23]'); several (comma-separated or repeated) are names, each matching a "
+            "module of that name or ending in '.NAME'.",
+        ),
+        click.option(
+            "--example-input-shape",
+            callback=_parse_shape,
+            metavar="D1,D2,...",
+            help="With --model: one input's shape without the batch dimension (e.g. 1,8,8), read by "
+            "injection and export (default: the first validation batch's).",
+        ),
+        click.option(
+            "--example-input-dtype",
+            type=click.Choice(INPUT_DTYPES),
+            default=None,
+            help="The dtype of --example-input-shape's input (default float32; int64 for token ids).",
+        ),
+    ]
+
+
 def _how_options() -> list[Callable[[F], F]]:
     """Options that say how the run trains: device, precision, optimisation, budget, output."""
     return [
@@ -175,7 +241,7 @@ def _how_options() -> list[Callable[[F], F]]:
 
 def common_run_options(command: F) -> F:
     """Add the options every ``esper train ...`` command shares (see :func:`build_config`)."""
-    for option in reversed([*_what_options(), *_how_options()]):
+    for option in reversed([*_what_options(), *_model_options(), *_how_options()]):
         command = option(command)
     return command
 
@@ -241,6 +307,8 @@ def _environment_problems(settings: Mapping[str, Any]) -> list[str]:
     from esper.tolaria.amp import resolve_device
 
     problems = []
+    if "task" in settings and "model" in settings:
+        problems.append("task: --task and --model are alternatives; give one (the task's host or your model)")
     task = settings.get("task", DEFAULT_TASK)
     if isinstance(task, str) and task not in list_tasks():
         problems.append(

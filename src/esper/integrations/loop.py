@@ -58,7 +58,8 @@ class Grower:
         epochs: how many epochs you will train (observations report progress against it).
         val_data: validation batches (``(inputs, targets)``), or pass ``evaluate``.
         evaluate: ``evaluate(model) -> accuracy`` instead of ``val_data``.
-        scheduler: your LR scheduler (its per-group lists follow the seed groups; you step it).
+        scheduler: your LR scheduler; each ``step()`` steps it once (do not step it yourself too), and
+            its per-group lists follow the seed groups.
         loss_fn / metric_fn: for ``val_data`` (default cross-entropy and argmax accuracy).
         max_seed_params: the seed parameter budget.
         blueprints: the blueprints the controller may use (default: all the slots take).

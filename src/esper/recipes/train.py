@@ -26,12 +26,20 @@ from typing import Any
 import torch
 
 from esper.data import Task, get_task
-from esper.errors import CheckpointError
+from esper.errors import CheckpointError, ConfigError
 from esper.karn.report import write_report
 from esper.leyline.events import RunFinished, RunStarted
 from esper.leyline.observation import Policy
 from esper.nissa.io import atomic_write_text
 from esper.nissa.telemetry import Sink, Telemetry
+from esper.recipes.byom import (
+    DEFAULT_EPOCHS,
+    UserRun,
+    absolute_factory_paths,
+    engine_for_user_run,
+    prepare_user_run,
+    run_label,
+)
 from esper.recipes.run_dir import RunDir
 from esper.recipes.sinks import run_sinks
 from esper.tolaria.build import engine_for_task
@@ -51,9 +59,10 @@ __all__ = ["config_from_checkpoint", "default_run_dir", "run_engine", "run_train
 
 
 def default_run_dir(config: RunConfig) -> Path:
-    """``runs/<timestamp>-<task>-<controller>``."""
+    """``runs/<timestamp>-<task>-<controller>`` (the task: ``module.factory`` of a ``--model``)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stamp}-{config.task}-{config.controller}"
+    name = config.task if config.model is None else run_label(config.model)
+    return Path("runs") / f"{stamp}-{name}-{config.controller}"
 
 
 def config_from_checkpoint(run_dir: str | Path, **overrides: Any) -> RunConfig:
@@ -86,15 +95,21 @@ def run_training(
     if resume and not (run_dir / CHECKPOINT_NAME).is_file():
         raise CheckpointError(f"cannot resume: no {CHECKPOINT_NAME} in {str(run_dir)!r}")
     launch = Launch.from_env()
-    config = config.replace(out=str(run_dir), world_size=launch.world_size)
-    task = task_of(config)
-    check_world_size(-(-task.n_train // task.batch_size), launch.world_size, f"task {task.name!r}")
+    config = absolute_factory_paths(config.replace(out=str(run_dir), world_size=launch.world_size))
+    source = _source(config)  # built and checked before the run directory exists
+    if isinstance(source, Task):
+        check_world_size(-(-source.n_train // source.batch_size), launch.world_size, f"task {source.name!r}")
+    elif launch.world_size > 1:
+        raise ConfigError(
+            f"--model runs train in one process for now (torchrun gave WORLD_SIZE={launch.world_size}); "
+            f"launch it without torchrun, or use a built-in --task"
+        )
     saved = load_checkpoint(run_dir / CHECKPOINT_NAME) if resume else None
     with (
         _run_folder(run_dir, config, resume, launch) as folder,
         distributed_session(config.device, launch) as comm,
     ):
-        return _train(config, task, controller, comm, folder, saved, extra_sinks or [])
+        return _train(config, source, controller, comm, folder, saved, extra_sinks or [])
 
 
 def _run_folder(
@@ -108,7 +123,7 @@ def _run_folder(
 
 def _train(
     config: RunConfig,
-    task: Task,
+    source: Task | UserRun,
     controller: Policy,
     comm: Communicator,
     folder: RunDir | None,
@@ -119,26 +134,33 @@ def _train(
     run_dir = Path(str(config.out))
     sinks: list[Sink] = []
     if folder is not None:
-        epochs = config.epochs or task.default_epochs
+        epochs = config.epochs or (source.default_epochs if isinstance(source, Task) else DEFAULT_EPOCHS)
         resume, quiet, tensorboard = folder.resume, config.quiet, config.tensorboard
         sinks = run_sinks(run_dir, resume=resume, quiet=quiet, tensorboard=tensorboard, total_epochs=epochs)
         sinks += extra_sinks
     with Telemetry(sinks) as telemetry:
-        engine = engine_for_task(config, task, telemetry, comm)
-        resolved = resolve_config(config, engine, task)
+        if isinstance(source, Task):
+            engine = engine_for_task(config, source, telemetry, comm)
+        else:
+            engine = engine_for_user_run(config, source, telemetry)
+        resolved = resolve_config(config, engine, source)
         if folder is not None:
             folder.record_resolved(resolved.to_dict())
             atomic_write_text(run_dir / "config.json", json.dumps(resolved.to_dict(), indent=2) + "\n")
         if saved is not None:
             restore(engine, controller, saved, run_dir)
-        summary = run_engine(engine, controller, resolved, task, run_dir)
+        summary = run_engine(engine, controller, resolved, source, run_dir)
     summary["run_dir"] = str(run_dir)
     summary["torch_threads"] = torch.get_num_threads()  # results depend on it
     if folder is not None:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         write_report(run_dir)
     return summary
-    return summary
+
+
+def _source(config: RunConfig) -> Task | UserRun:
+    """What the run trains: one of Esper's tasks, or the user's model and data (``config.model``)."""
+    return prepare_user_run(config) if config.model is not None else task_of(config)
 
 
 def task_of(config: RunConfig) -> Task:
@@ -152,12 +174,12 @@ def task_of(config: RunConfig) -> Task:
     )
 
 
-def resolve_config(config: RunConfig, engine: Engine, task: Task) -> RunConfig:
+def resolve_config(config: RunConfig, engine: Engine, task: Task | UserRun) -> RunConfig:
     """The config with every default filled in (what config.json records)."""
     return config.replace(
         epochs=engine.config.epochs,
         lr=engine.config.lr,
-        batch_size=task.batch_size,
+        batch_size=task.batch_size if isinstance(task, Task) else None,
         device=str(engine.device),
         amp=engine.config.amp,
         blueprints=list(engine.blueprints),
@@ -175,7 +197,7 @@ def restore(engine: Engine, controller: Policy, saved: dict[str, Any], run_dir: 
 
 
 def run_engine(
-    engine: Engine, controller: Policy, config: RunConfig, task: Task, run_dir: Path
+    engine: Engine, controller: Policy, config: RunConfig, task: Task | UserRun, run_dir: Path
 ) -> dict[str, Any]:
     """The loop: the engine's three calls per epoch, checkpoints, then the summary."""
     engine.telemetry.emit(
@@ -190,7 +212,8 @@ def run_engine(
         )
     )
     epochs, every = engine.config.epochs, config.checkpoint_every
-    spec = InputSpec.of_task(task).to_dict()  # export needs no dataset
+    # export needs no dataset
+    spec = (InputSpec.of_task(task) if isinstance(task, Task) else task.spec).to_dict()
     while engine.epoch < epochs:
         engine.train_epoch()
         engine.ask(controller)

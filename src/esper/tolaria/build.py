@@ -17,7 +17,7 @@ from esper.tolaria.distributed import Communicator
 from esper.tolaria.engine import Engine, EngineConfig
 from esper.tolaria.governor import loss_ceiling
 
-__all__ = ["engine_config", "engine_for_task", "seed_everything"]
+__all__ = ["engine_config", "engine_for_task", "engine_settings", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -28,9 +28,17 @@ def seed_everything(seed: int) -> None:
 
 def engine_config(config: RunConfig, task: Task, device: torch.device) -> EngineConfig:
     """The engine part of a run config, with the task's and device's defaults filled in."""
+    return engine_settings(config, task.default_epochs, task.default_lr, task.num_classes, device)
+
+
+def engine_settings(
+    config: RunConfig, default_epochs: int, default_lr: float, num_classes: int, device: torch.device
+) -> EngineConfig:
+    """The engine part of a run config, with these defaults and the device's filled in
+    (``num_classes`` sets the governor's cross-entropy ceiling)."""
     return EngineConfig(
-        epochs=config.epochs or task.default_epochs,
-        lr=config.lr or task.default_lr,
+        epochs=config.epochs or default_epochs,
+        lr=config.lr or default_lr,
         weight_decay=config.weight_decay,
         grad_clip=config.grad_clip,
         amp=resolve_amp(config.amp, device),
@@ -41,7 +49,7 @@ def engine_config(config: RunConfig, task: Task, device: torch.device) -> Engine
         governor_spike_factor=config.governor_spike_factor,
         governor_spike_margin=config.governor_spike_margin,
         governor_window=config.governor_window,
-        governor_ceiling=loss_ceiling(task.num_classes),  # the task's loss is cross-entropy
+        governor_ceiling=loss_ceiling(num_classes),  # the loss is cross-entropy
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from esper.errors import CheckpointError
 from esper.kasmina.model import MorphogeneticModel
@@ -109,12 +110,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
-def load_grown(path: str | Path, map_location: str | torch.device = "cpu") -> MorphogeneticModel:
-    """Rebuild the grown model (host + seeds, in their stages) from a run's checkpoint alone.
+def load_grown(
+    path: str | Path, map_location: str | torch.device = "cpu", *, model: nn.Module | None = None
+) -> MorphogeneticModel:
+    """Rebuild the grown model (host + seeds, in their stages) from a run's checkpoint.
 
     Args:
         path: a run directory or a ``checkpoint.pt``.
         map_location: where to put the weights.
+        model: for a model made by ``esper.inject_slots``: a freshly built instance of the
+            user's model (or one already injected the same way). Without it, the model
+            factory the run recorded (``--model``) builds it.
 
     Returns:
         the model in eval mode.
@@ -126,15 +132,35 @@ def load_grown(path: str | Path, map_location: str | torch.device = "cpu") -> Mo
         config, state = data["model_config"], data["model"]
     except KeyError as exc:
         raise CheckpointError(f"{source} has no model: missing {exc}") from exc
+    if config.get("injected"):
+        grown = _reinjected(data, source, model)
+        grown.load_state_dict(state)  # all or nothing; the user's model fixes the shapes
+        return grown.to(map_location).eval()
+    if model is not None:
+        raise CheckpointError(
+            f"{source} holds one of Esper's own hosts ({config.get('host_class')!r}), which it "
+            "rebuilds itself: call load_grown without model="
+        )
     try:
         with torch.device("meta"):  # shapes only: the config may claim any size
             skeleton = MorphogeneticModel.from_config(config)
     except (RuntimeError, ValueError, TypeError, OverflowError) as exc:
         raise CheckpointError(f"{source}: its model config is invalid: {exc}") from None
     check_state_fits(skeleton, state, source)
-    model = MorphogeneticModel.from_config(config)
-    model.load_state_dict(state)
-    return model.to(map_location).eval()
+    grown = MorphogeneticModel.from_config(config)
+    grown.load_state_dict(state)
+    return grown.to(map_location).eval()
+
+
+def _reinjected(data: dict[str, Any], where: str, model: nn.Module | None) -> MorphogeneticModel:
+    """The empty injected model of a checkpoint (the input spec's zeros read the layouts)."""
+    from esper.tolaria.user_code import reinject
+
+    spec = data.get("input_spec")
+    example = None
+    if isinstance(spec, dict):
+        example = torch.zeros((2, *spec["shape"]), dtype=getattr(torch, str(spec["dtype"])))
+    return reinject(model, data["model_config"], data.get("config"), example, where)
 
 
 def rng_state() -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from esper.errors import ConfigError, did_you_mean
 
-__all__ = ["AMP_MODES", "CONTROLLERS", "RESUMABLE", "RunConfig", "load_config_file"]
+__all__ = ["AMP_MODES", "CONTROLLERS", "INPUT_DTYPES", "RESUMABLE", "RunConfig", "load_config_file"]
 
 CONTROLLERS: tuple[str, ...] = ("heuristic", "static", "random", "learned", "policy")
 AMP_MODES: tuple[str, ...] = ("auto", "none", "bf16", "fp16")
@@ -37,6 +37,8 @@ RESUMABLE: frozenset[str] = frozenset(
     }
 )
 """The settings a resume may change: where and how fast it runs, not what it learns."""
+INPUT_DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "uint8")
+"""Torch dtype names an ``example_input_shape`` input may have (no torch import here)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,16 @@ class RunConfig:
     world_size: int = 1
     """Data-parallel processes the run trains on: recorded from the launch (torchrun's
     ``WORLD_SIZE``), not chosen here. ``batch_size`` is per process."""
+    model: str | None = None
+    """``MODULE:FACTORY`` building the user's ``nn.Module`` (instead of ``task``'s host)."""
+    data: str | None = None
+    """``MODULE:FACTORY`` returning ``(train, val)`` batch iterables for ``model``."""
+    target_modules: list[str] | None = None
+    """Where ``model`` gets slots: one regular expression, or several module names."""
+    example_input_shape: list[int] | None = None
+    """One input's shape without the batch dimension (default: the first validation batch's)."""
+    example_input_dtype: str = "float32"
+    """The dtype of the ``example_input_shape`` input (``int64`` for token ids)."""
 
     def __post_init__(self) -> None:
         problems = _type_problems(self) + _value_problems(self)
@@ -134,8 +146,10 @@ def _matches(value: Any, hint: Any) -> bool:
     for option in options:
         if option is type(None) and value is None:
             return True
-        if get_origin(option) is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return True
+        if get_origin(option) is list and isinstance(value, list):
+            item = get_args(option)[0]
+            if all(type(v) is item for v in value):
+                return True
         if option is float and isinstance(value, int | float) and not isinstance(value, bool):
             return True
         if option in (int, str, bool) and type(value) is option:
@@ -182,7 +196,8 @@ def _value_problems(cfg: RunConfig) -> list[str]:
         p.append("lr: must be > 0")
     if isinstance(cfg.governor_spike_factor, int | float) and not cfg.governor_spike_factor > 1:
         p.append(f"governor_spike_factor: must be > 1, got {cfg.governor_spike_factor}")
-    return p + _seed_problems(cfg) + _backend_problems(cfg) + _blueprint_problems(cfg)
+    problems = _seed_problems(cfg) + _backend_problems(cfg) + _blueprint_problems(cfg)
+    return p + problems + _user_model_problems(cfg)
 
 
 def _seed_problems(cfg: RunConfig) -> list[str]:
@@ -219,6 +234,31 @@ def _blueprint_problems(cfg: RunConfig) -> list[str]:
         for name in cfg.blueprints
         if name not in known
     ]
+
+
+def _user_model_problems(cfg: RunConfig) -> list[str]:
+    """``model``, ``data`` and ``target_modules`` come together; the task's options do not apply."""
+    if cfg.model is None and cfg.data is None:
+        extra = [n for n in ("target_modules", "example_input_shape") if getattr(cfg, n) is not None]
+        return [f"{n}: only used with model=MODULE:FACTORY (--model)" for n in extra]
+    p = [
+        f"{n}: model and data come together; give {n}=MODULE:FACTORY"
+        for n in ("model", "data")
+        if getattr(cfg, n) is None
+    ]
+    if not cfg.target_modules:
+        p.append("target_modules: a model needs target modules (--target-modules NAME), where slots go")
+    if cfg.batch_size is not None:
+        p.append("batch_size: the data factory builds the batches; set the batch size there")
+    for name in ("data_dir", "text_file", "host_channels"):
+        if getattr(cfg, name) is not None:
+            p.append(f"{name}: an option of Esper's tasks; with model=... your factories decide it")
+    shape = cfg.example_input_shape
+    if isinstance(shape, list) and (not shape or any(isinstance(d, int) and d < 1 for d in shape)):
+        p.append(f"example_input_shape: expected sizes >= 1 without the batch dimension, got {shape}")
+    if cfg.example_input_dtype not in INPUT_DTYPES:
+        p.append(f"example_input_dtype: {cfg.example_input_dtype!r} is not one of {list(INPUT_DTYPES)}")
+    return p
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
