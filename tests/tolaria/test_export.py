@@ -149,8 +149,10 @@ def test_export_reads_the_input_spec_from_the_checkpoint_without_the_dataset(tmp
     run_to_disk(config)
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     data = torch.load(checkpoint, weights_only=True)
-    assert data["input_spec"] == {"shape": [1, 8, 8], "dtype": "float32", "num_classes": 10,
-                                  "task": "digits-impaired"}  # fmt: skip
+    spec = data["input_spec"]
+    assert {k: spec[k] for k in ("shape", "dtype", "num_classes", "task")} == {
+        "shape": [1, 8, 8], "dtype": "float32", "num_classes": 10, "task": "digits-impaired"}  # fmt: skip
+    assert spec["normalization"]["divide_by"] == 16.0
     # A run whose dataset is gone (here: a cifar10 config with no data folder) still exports.
     data["config"] = {**data["config"], "task": "cifar10", "data_dir": str(tmp_path / "gone")}
     torch.save(data, checkpoint)

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tolaria"))
 from tolaria_kit import ScriptedPolicy, fast_config
 
 from esper.data import get_task
+from esper.data.digits import SPLIT_SEED, VAL_FRACTION, load_digits_arrays, stratified_split
 from esper.leyline.actions import Action, LifecycleOp
 from esper.leyline.observation import Observation
 from esper.leyline.stages import SeedStage
@@ -61,3 +62,14 @@ def test_summary_export_and_load_grown_agree_on_a_run_that_ends_mid_growth(tmp_p
     with torch.no_grad():
         x, _ = next(iter(task.val_batches()))
         torch.testing.assert_close(program(x), model(x), rtol=1e-5, atol=1e-5)
+
+    # model.json says how to feed raw 0..16 images, without Esper.
+    norm = meta["input_normalization"]
+    images, labels = load_digits_arrays()
+    _, val_idx = stratified_split(torch.from_numpy(labels).long(), VAL_FRACTION, SPLIT_SEED)
+    raw = torch.from_numpy(images[val_idx.numpy()]).float().unsqueeze(1)
+    fed = (raw / norm["divide_by"] - torch.tensor(norm["mean"]).view(1, -1, 1, 1)) / torch.tensor(
+        norm["std"]
+    ).view(1, -1, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(fed, task.val.x, rtol=1e-5, atol=1e-5)

@@ -193,6 +193,9 @@ class Task:
     default_lr: float
     options: dict[str, Any]
     vocab: tuple[str, ...] = ()
+    normalization: dict[str, Any] | None = None
+    """How raw inputs become the model's: ``x = (raw / divide_by - mean) / std`` per channel
+    (None: inputs are used as they are, e.g. token ids)."""
 
     def __post_init__(self) -> None:
         assert self.topology in TOPOLOGIES, f"unknown topology {self.topology!r}"

@@ -48,15 +48,32 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     with resources.files("esper.data").joinpath(DATA_FILE).open("rb") as f, np.load(f) as data:
         return data["images"], data["labels"]
 
+RAW_MAX = 16.0
+"""Raw pixel values are 0..16."""
+
 
 @functools.lru_cache(maxsize=1)
 def load_digits_splits() -> tuple[ArraySplit, ArraySplit]:
     """(train, val) of normalised images [N, 1, 8, 8] float32 and labels [N] int64, cached."""
     images, labels = load_digits_arrays()
-    x = torch.from_numpy(images).float().div_(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
+    x = torch.from_numpy(images).float().div_(RAW_MAX).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
     y = torch.from_numpy(labels).long()
     train_idx, val_idx = stratified_split(y, VAL_FRACTION, SPLIT_SEED)
-    # Statistics from the training split only, so nothing about val leaks into the inputs.
-    mean, std = x[train_idx].mean(), x[train_idx].std()
+    mean, std = _train_stats(x, train_idx)
     x = (x - mean) / std
     return ArraySplit(x[train_idx], y[train_idx]), ArraySplit(x[val_idx], y[val_idx])
+
+
+def _train_stats(x: torch.Tensor, train_idx: torch.Tensor) -> tuple[float, float]:
+    """Statistics from the training split only, so nothing about val leaks into the inputs."""
+    return float(x[train_idx].mean()), float(x[train_idx].std())
+
+
+@functools.lru_cache(maxsize=1)
+def normalization() -> dict[str, object]:
+    """How a raw 0..16 image becomes the model's input: ``(raw / 16 - mean) / std``."""
+    images, labels = load_digits_arrays()
+    x = torch.from_numpy(images).float().div_(RAW_MAX).unsqueeze(1)
+    train_idx, _ = stratified_split(torch.from_numpy(labels).long(), VAL_FRACTION, SPLIT_SEED)
+    mean, std = _train_stats(x, train_idx)
+    return {"divide_by": RAW_MAX, "mean": [mean], "std": [std]}

@@ -51,6 +51,7 @@ def _image_task(
     num_classes: int,
     epochs: int,
     lr: float,
+    normalization: dict[str, Any],
 ) -> Task:
     """A classification task with a CNNHost (the shape every image task shares)."""
     from esper.data.base import Task
@@ -70,6 +71,7 @@ def _image_task(
         default_epochs=epochs,
         default_lr=lr,
         options=options,
+        normalization=normalization,
     )
 
 
@@ -92,6 +94,7 @@ def _digits_task(entry: _Entry, options: dict[str, Any], base_channels: int, epo
         num_classes=digits.NUM_CLASSES,
         epochs=epochs,
         lr=3e-3,
+        normalization=digits.normalization(),
     )
 
 
@@ -147,6 +150,7 @@ def _build_cifar10(entry: _Entry, options: dict[str, Any]) -> Task:
         num_classes=cifar.NUM_CLASSES,
         epochs=25,
         lr=2e-3,
+        normalization={"divide_by": 255.0, "mean": list(cifar.MEAN), "std": list(cifar.STD)},
     )
 
 

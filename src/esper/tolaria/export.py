@@ -54,12 +54,16 @@ class InputSpec:
         dtype: the input dtype name (``"float32"`` images, ``"int64"`` tokens).
         num_classes: size of the last logits dimension (the vocabulary for language models).
         task: the task the model was trained on.
+        normalization: how raw inputs become these (``(raw / divide_by - mean) / std`` per
+            channel), so the export can be fed raw data without Esper; None when inputs are
+            used as they are.
     """
 
     shape: tuple[int, ...]
     dtype: str
     num_classes: int
     task: str
+    normalization: dict[str, Any] | None = None
 
     def example(self, batch: int = 2) -> Tensor:
         """An input batch of this shape and dtype (zeros; values do not matter for tracing)."""
@@ -69,7 +73,7 @@ class InputSpec:
     def of_task(cls, task: Task) -> InputSpec:
         """What ``task`` feeds its model."""
         dtype = "int64" if task.topology == "transformer" else "float32"
-        return cls(tuple(task.input_shape), dtype, task.num_classes, task.name)
+        return cls(tuple(task.input_shape), dtype, task.num_classes, task.name, task.normalization)
 
     def to_dict(self) -> dict[str, Any]:
         """Primitives, for checkpoints."""
@@ -78,6 +82,7 @@ class InputSpec:
             "dtype": self.dtype,
             "num_classes": self.num_classes,
             "task": self.task,
+            "normalization": self.normalization,
         }
 
     @classmethod
@@ -87,7 +92,21 @@ class InputSpec:
             str(data["dtype"]),
             int(data["num_classes"]),
             str(data["task"]),
+            _normalization(data.get("normalization")),
         )
+
+
+def _normalization(data: Any) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    try:
+        return {
+            "divide_by": float(data["divide_by"]),
+            "mean": [float(v) for v in data["mean"]],
+            "std": [float(v) for v in data["std"]],
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"malformed input normalization {data!r}: {exc}") from None
 
 
 def bake_final(model: MorphogeneticModel) -> MorphogeneticModel:
@@ -225,6 +244,9 @@ def _metadata(model: MorphogeneticModel, spec: InputSpec, out: Path) -> dict[str
         "topology": model.topology,
         "input_shape": ["batch", *spec.shape],
         "input_dtype": spec.dtype,
+        "input_normalization": None
+        if spec.normalization is None
+        else {**spec.normalization, "formula": "x = (raw / divide_by - mean) / std, per channel"},
         "num_classes": spec.num_classes,
         "output_shape": ["batch", spec.num_classes]
         if model.topology == "cnn"
