@@ -223,12 +223,23 @@ def _expand_run_dirs(paths: Sequence[str]) -> list[str]:
     metavar="PATH",
     help="Where to write the plot of validation accuracy per epoch for every run.",
 )
-def report(run_dirs: tuple[str, ...], out: str) -> None:
+@click.option(
+    "--target-accuracy",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Accuracy for 'FLOPs to reach' (default: the final accuracy of static-large, the "
+    "smallest static run at least as big as the grown runs).",
+)
+def report(run_dirs: tuple[str, ...], out: str, target_accuracy: float | None) -> None:
     """Compare runs: a summary table and an accuracy plot.
 
-    Prints one row per finished run (accuracy, parameters, seeds, wall time) and plots the
-    validation accuracy of every run per epoch into --out. A directory that holds run
-    directories (such as the --out of 'esper eval') stands for all of them.
+    Prints one row per finished run (accuracy, final parameters, seeds, wall time, FLOPs) and
+    plots the validation accuracy of every run per epoch into --out. A directory that holds run
+    directories (such as the --out of 'esper eval') stands for all of them. With static runs
+    among them, it also prints each controller's parameters next to its accuracy, the static
+    accuracy interpolated at the grown size (static-matched) and the training FLOPs to reach
+    --target-accuracy, and plots accuracy against parameters and FLOPs into
+    params_vs_accuracy.png beside --out.
 
     \b
     Examples:
@@ -242,6 +253,13 @@ def report(run_dirs: tuple[str, ...], out: str) -> None:
     click.echo(format_comparison_table(rows), nl=False)
     path = write_comparison_plot(runs, out)
     click.echo(f"comparison plot: {path}")
+    if any(row["controller"] == "static" for row in rows):
+        from esper.karn.tradeoff import compare_growth, format_growth_table, write_params_plot
+
+        groups, comparisons = compare_growth(runs, target_accuracy)
+        click.echo(format_growth_table(groups, comparisons), nl=False)
+        plot = write_params_plot(groups, comparisons, Path(out).with_name("params_vs_accuracy.png"))
+        click.echo(f"params vs accuracy plot: {plot}")
 
 
 @cli.command()

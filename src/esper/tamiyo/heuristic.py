@@ -5,8 +5,10 @@ Each epoch it takes the first of these that applies:
    stage stalled (longer in a stage than its budget);
 2. fossilize a HOLDING seed whose gate passes;
 3. advance a seed whose next gate passes;
-4. germinate when validation accuracy has plateaued, no seed is in flight, a slot is free, and
-   the parameter budget allows, rotating blueprints and skipping ones that were pruned;
+4. germinate when fewer than ``max_in_flight`` seeds are in flight, a slot is free, the parameter
+   budget allows, and either validation accuracy has plateaued or the run is past
+   ``germinate_after`` epochs (grow early: width added early trains for most of the budget,
+   as a static model of the final size would), rotating blueprints and skipping pruned ones;
 5. wait.
 """
 
@@ -24,10 +26,21 @@ from esper.leyline.stages import SeedStage
 __all__ = ["DEFAULT_ROTATION", "HeuristicConfig", "HeuristicPolicy"]
 
 DEFAULT_ROTATION: dict[str, tuple[str, ...]] = {
-    "cnn": ("conv_heavy", "conv_light", "bottleneck", "depthwise", "attention", "conv_small", "norm"),
-    "transformer": ("mlp", "attention", "lora_large", "mlp_small", "lora", "norm"),
+    "cnn": (
+        "widen",
+        "widen_half",
+        "conv_heavy",
+        "conv_light",
+        "bottleneck",
+        "depthwise",
+        "attention",
+        "conv_small",
+        "norm",
+    ),
+    "transformer": ("widen_mlp", "mlp", "attention", "lora_large", "mlp_small", "lora", "norm"),
 }
-"""Blueprint order per topology: the most capable first (growth is for adding capacity)."""
+"""Blueprint order per topology: width first (small hosts are bound by width, and residual seeds
+at the slot's width add depth only), then the most capable residual seeds."""
 
 _IN_FLIGHT = (SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING)
 
@@ -47,6 +60,8 @@ class HeuristicConfig:
         min_training_epochs: the G2 gate's TRAINING length (the stall budget starts after it).
         blueprints: blueprint rotation (default: ``DEFAULT_ROTATION`` for the topology).
         blueprint_penalty: rotation slots a blueprint loses each time one of its seeds is pruned.
+        germinate_after: from this epoch on, germinate without waiting for a plateau (None:
+            only on a plateau).
     """
 
     plateau_window: int = 3
@@ -58,6 +73,7 @@ class HeuristicConfig:
     min_training_epochs: int = 3
     blueprints: tuple[str, ...] | None = None
     blueprint_penalty: int = 2
+    germinate_after: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("plateau_window", "prune_patience", "max_in_flight", "blend_tempo_epochs"):
@@ -66,6 +82,10 @@ class HeuristicConfig:
         if self.stall_epochs < 0 or self.plateau_min_delta < 0 or self.blueprint_penalty < 0:
             raise ValueError(
                 "HeuristicConfig.stall_epochs, plateau_min_delta and blueprint_penalty must be >= 0"
+            )
+        if self.germinate_after is not None and self.germinate_after < 0:
+            raise ValueError(
+                f"HeuristicConfig.germinate_after must be >= 0 or None, got {self.germinate_after!r}"
             )
 
 
@@ -95,9 +115,16 @@ class HeuristicPolicy:
             ):
                 return Action(LifecycleOp.ADVANCE, slot=slot.slot_id)
         in_flight = sum(s.stage in _IN_FLIGHT for s in obs.slots)
-        if in_flight < cfg.max_in_flight and obs.plateau_epochs(cfg.plateau_min_delta) >= cfg.plateau_window:
+        if in_flight < cfg.max_in_flight and self._time_to_grow(obs):
             return self._germinate(obs)
         return WAIT
+
+    def _time_to_grow(self, obs: Observation) -> bool:
+        """Past ``germinate_after`` epochs, or on a plateau."""
+        after = self.config.germinate_after
+        if after is not None and obs.epoch >= after:
+            return True
+        return obs.plateau_epochs(self.config.plateau_min_delta) >= self.config.plateau_window
 
     def _should_prune(self, slot: SlotObservation, obs: Observation) -> bool:
         recent = slot.contribution_history[-self.config.prune_patience :]
