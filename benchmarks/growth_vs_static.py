@@ -43,12 +43,14 @@ SEED_BASE = 10_000  # the held-out seeds of `esper eval`
 STATIC_WIDTHS = {"digits-impaired": (2, 3, 4, 6), "digits": (8,), "charlm": (64,)}
 
 
-def run_one(job: tuple[str, str, int, int | None]) -> dict[str, Any]:
+def run_one(job: tuple[str, str, int, int | None, int | None]) -> dict[str, Any]:
     """One run (in a worker process, one torch thread): its summary and validation curve."""
-    task, controller, seed, width = job
+    task, controller, seed, width, epochs = job
     pin_threads(1)
     out = str(Path(tempfile.mkdtemp(prefix="esper-bench-")) / "run")
-    config = RunConfig(task=task, controller=controller, seed=seed, quiet=True, out=out, host_channels=width)
+    config = RunConfig(
+        task=task, controller=controller, seed=seed, epochs=epochs, quiet=True, out=out, host_channels=width
+    )
     summary = run_training(config, make_controller(config))
     series = load_history(out).series()
     summary["width"] = width
@@ -104,12 +106,12 @@ def analyse(
     }
 
 
-def run_task(pool: Any, task: str, seeds: int) -> dict[str, Any]:
+def run_task(pool: Any, task: str, seeds: int, epochs: int | None) -> dict[str, Any]:
     seed_list = [SEED_BASE + i for i in range(seeds)]
-    grown = pool.map(run_one, [(task, "heuristic", s, None) for s in seed_list])
+    grown = pool.map(run_one, [(task, "heuristic", s, None, epochs) for s in seed_list])
     target = statistics.fmean(r["total_params"] for r in grown)
     widths = sorted({*STATIC_WIDTHS[task], *bracket_widths(task, target)})
-    jobs = [(task, "static", s, w) for w in widths for s in seed_list]
+    jobs = [(task, "static", s, w, epochs) for w in widths for s in seed_list]
     done = pool.map(run_one, jobs)
     static = {w: [r for r in done if r["width"] == w] for w in widths}
     return {"heuristic": grown, "static": static, "analysis": analyse(task, grown, static)}
@@ -164,6 +166,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--charlm-seeds", type=int, default=None, help="default: --seeds")
     parser.add_argument("--tasks", nargs="+", default=list(STATIC_WIDTHS), choices=list(STATIC_WIDTHS))
+    parser.add_argument("--epochs", type=int, default=None, help="default: each task's (a quick check)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
     parser.add_argument("--out", default="benchmarks/results/growth_vs_static.json")
     args = parser.parse_args()
@@ -173,7 +176,7 @@ def main() -> None:
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         for task in args.tasks:
             seeds = args.charlm_seeds or args.seeds if task == "charlm" else args.seeds
-            results[task] = run_task(pool, task, seeds)
+            results[task] = run_task(pool, task, seeds, args.epochs)
             rows += rows_for(task, results[task])
             print(verdict(task, results[task]["analysis"]), flush=True)
     headers = ["task", "controller", "params", "final val acc", "fossilized", "pruned", "train FLOPs"]

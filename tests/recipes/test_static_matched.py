@@ -57,7 +57,12 @@ def test_load_grown_runs_reads_an_eval_folder_or_run_dirs(tmp_path: Path) -> Non
     _summary(tmp_path / "eval" / "a", seed=10000, total_params=300)
     _summary(tmp_path / "eval" / "b", seed=10001, total_params=400)
     grown = load_grown_runs([tmp_path / "eval"])
-    assert (grown.task, grown.epochs, grown.seeds, grown.mean_params) == ("digits-impaired", 3, [10000, 10001], 350)
+    assert (grown.task, grown.epochs, grown.seeds, grown.mean_params) == (
+        "digits-impaired",
+        3,
+        [10000, 10001],
+        350,
+    )
     assert load_grown_runs([tmp_path / "eval" / "a"]).seeds == [10000]
 
 

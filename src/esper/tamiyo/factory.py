@@ -18,6 +18,8 @@ def make_controller(config: RunConfig) -> Policy:
             HeuristicConfig(
                 plateau_window=config.plateau_window,
                 plateau_min_delta=config.plateau_min_delta,
+                germinate_after=config.germinate_after,
+                max_in_flight=config.max_in_flight,
                 blend_tempo_epochs=config.blend_tempo_epochs,
                 min_training_epochs=config.min_training_epochs,
                 blueprints=tuple(config.blueprints) if config.blueprints else None,

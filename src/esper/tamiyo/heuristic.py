@@ -68,12 +68,12 @@ class HeuristicConfig:
     plateau_min_delta: float = 0.005
     prune_patience: int = 2
     stall_epochs: int = 4
-    max_in_flight: int = 1
+    max_in_flight: int = 2
     blend_tempo_epochs: int = 5
     min_training_epochs: int = 3
     blueprints: tuple[str, ...] | None = None
     blueprint_penalty: int = 2
-    germinate_after: int | None = None
+    germinate_after: int | None = 0
 
     def __post_init__(self) -> None:
         for name in ("plateau_window", "prune_patience", "max_in_flight", "blend_tempo_epochs"):
@@ -98,6 +98,8 @@ class HeuristicPolicy:
         self.config = config or HeuristicConfig()
         self.penalties: dict[str, int] = {}
         self.germinated = 0
+        self.germinated_in: dict[str, int] = {}
+        """Germinations per slot: each slot walks the rotation from its start (width first)."""
 
     def decide(self, observation: Observation) -> Action:
         obs, cfg = observation, self.config
@@ -150,6 +152,7 @@ class HeuristicPolicy:
         if blueprint is None:
             return WAIT
         self.germinated += 1
+        self.germinated_in[slot.slot_id] = self.germinated_in.get(slot.slot_id, 0) + 1
         return Action(
             LifecycleOp.GERMINATE,
             slot=slot.slot_id,
@@ -160,7 +163,11 @@ class HeuristicPolicy:
         )
 
     def _pick_blueprint(self, obs: Observation, slot_id: str) -> str | None:
-        """The next blueprint in the rotation, pushed back by prune penalties, within budget."""
+        """The slot's next blueprint in the rotation, pushed back by prune penalties, within budget.
+
+        Each slot starts at the head of the rotation, so every slot is offered width first; the
+        half-width blueprint is the fallback when the full one does not fit or was pruned.
+        """
         rotation = self.config.blueprints or DEFAULT_ROTATION[obs.topology]
         legal = JointLegality.from_observation(obs)  # the door's table: budget and all
         row = legal.blueprint[[s.slot_id for s in obs.slots].index(slot_id)]
@@ -168,7 +175,7 @@ class HeuristicPolicy:
         allowed = [b for b in rotation if b in fits]
         if not allowed:
             return None
-        start = self.germinated % len(allowed)
+        start = self.germinated_in.get(slot_id, 0) % len(allowed)
         order = allowed[start:] + allowed[:start]
         return min(
             order, key=lambda b: (self.penalties.get(b, 0) * self.config.blueprint_penalty, order.index(b))
@@ -182,12 +189,15 @@ class HeuristicPolicy:
         return {
             "penalties": dict(self.penalties),
             "germinated": self.germinated,
+            "germinated_in": dict(self.germinated_in),
             "config": _config_dict(self.config),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.penalties = {str(k): int(v) for k, v in state["penalties"].items()}
         self.germinated = int(state["germinated"])
+        # A checkpoint from before per-slot rotation has no counts: the slots start afresh.
+        self.germinated_in = {str(k): int(v) for k, v in state.get("germinated_in", {}).items()}
 
 
 def _config_dict(config: HeuristicConfig) -> dict[str, Any]:
