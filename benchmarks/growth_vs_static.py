@@ -40,7 +40,8 @@ from esper.tamiyo.factory import make_controller
 from esper.tolaria.config import RunConfig
 
 SEED_BASE = 10_000  # the held-out seeds of `esper eval`
-STATIC_WIDTHS = {"digits-impaired": (2, 3, 4, 6), "digits": (8,), "charlm": (64,)}
+STATIC_WIDTHS = {"digits-impaired": (2, 3, 4, 6), "digits": (8,), "charlm": (64, 68, 72)}
+"""Static widths trained alongside the grown runs (the bracketing widths are added if missing)."""
 
 
 def run_one(job: tuple[str, str, int, int | None, int | None]) -> dict[str, Any]:
@@ -107,13 +108,17 @@ def analyse(
 
 
 def run_task(pool: Any, task: str, seeds: int, epochs: int | None) -> dict[str, Any]:
+    """The grown runs and the static widths at once, then any bracket width not yet trained."""
     seed_list = [SEED_BASE + i for i in range(seeds)]
-    grown = pool.map(run_one, [(task, "heuristic", s, None, epochs) for s in seed_list])
+    grown_jobs = [(task, "heuristic", s, None, epochs) for s in seed_list]
+    static_jobs = [(task, "static", s, w, epochs) for w in STATIC_WIDTHS[task] for s in seed_list]
+    done = pool.map(run_one, grown_jobs + static_jobs)
+    grown, static_runs = done[: len(grown_jobs)], done[len(grown_jobs) :]
     target = statistics.fmean(r["total_params"] for r in grown)
-    widths = sorted({*STATIC_WIDTHS[task], *bracket_widths(task, target)})
-    jobs = [(task, "static", s, w, epochs) for w in widths for s in seed_list]
-    done = pool.map(run_one, jobs)
-    static = {w: [r for r in done if r["width"] == w] for w in widths}
+    missing = [w for w in dict.fromkeys(bracket_widths(task, target)) if w not in STATIC_WIDTHS[task]]
+    static_runs += pool.map(run_one, [(task, "static", s, w, epochs) for w in missing for s in seed_list])
+    widths = sorted({*STATIC_WIDTHS[task], *missing})
+    static = {w: [r for r in static_runs if r["width"] == w] for w in widths}
     return {"heuristic": grown, "static": static, "analysis": analyse(task, grown, static)}
 
 

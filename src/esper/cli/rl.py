@@ -128,7 +128,8 @@ def _controller_fields(spec: str) -> dict[str, Any]:
     if Path(spec).is_file():
         return {"controller": "policy", "policy": str(spec)}
     raise ConfigError(
-        f"--controller {spec!r} is neither static/heuristic/random nor an existing policy.pt file"
+        f"--controller {spec!r} is neither static/heuristic/random/static-matched nor an existing "
+        "policy.pt file"
     )
 
 
