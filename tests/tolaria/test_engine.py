@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch._dynamo
 from tolaria_kit import (
+    RESIDUAL,
     ScriptedPolicy,
     assert_valid_stage_chains,
     churn,
@@ -61,21 +62,16 @@ def test_same_seed_gives_identical_metrics(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_resume_reaches_the_same_final_state_as_an_uninterrupted_run(tmp_path: Path) -> None:
     events = MemorySink()
-    # The residual rotation, one seed at a time on a plateau: the default (width first, from
-    # epoch 0, two in flight) fossilizes nothing in these 10 fast epochs, and the test needs a
-    # germination, a fossilization and a second germination for the split to fall into.
-    residual = ["conv_heavy", "conv_light", "bottleneck", "depthwise", "attention", "conv_small", "norm"]
-    serial = {"germinate_after": None, "max_in_flight": 1, "blueprints": residual}
-    straight, straight_ctl = _run(fast_config(tmp_path / "straight", epochs=10, **serial), events)
+    straight, straight_ctl = _run(fast_config(tmp_path / "straight", epochs=10, blueprints=RESIDUAL), events)
     assert straight.counters["seeds_germinated"] >= 2 and straight.counters["seeds_fossilized"] >= 1
 
-    _run(fast_config(tmp_path / "split", epochs=5, **serial))
+    _run(fast_config(tmp_path / "split", epochs=5, blueprints=RESIDUAL))
     saved = load_checkpoint(tmp_path / "split" / CHECKPOINT_NAME)
     assert saved["epoch"] == 5
     stages = [s["stage"] for k, s in saved["model"].items() if k.endswith("_extra_state")]
     assert any(stage != SeedStage.DORMANT for stage in stages)  # the split falls mid-growth
 
-    config = fast_config(tmp_path / "split", epochs=10, **serial)
+    config = fast_config(tmp_path / "split", epochs=10, blueprints=RESIDUAL)
     resumed = make_engine(config)  # a fresh engine, model and controller
     controller = make_controller(config)
     restore(resumed, controller, saved, tmp_path / "split")
@@ -182,6 +178,7 @@ def test_consecutive_divergent_epochs_roll_back_each_time_and_the_run_still_ends
     assert all(torch.isfinite(p).all() for p in engine.model.parameters())
 
 
+@pytest.mark.slow  # ten compiled epochs with a recompile at every lifecycle event
 def test_compile_survives_more_growth_events_than_the_recompile_limit(tmp_path: Path) -> None:
     torch._dynamo.reset()
     counters.clear()
