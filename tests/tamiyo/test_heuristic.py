@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -70,15 +71,65 @@ def _obs(
 
 
 def _policy(**kw: Any) -> HeuristicPolicy:
-    return HeuristicPolicy(HeuristicConfig(**{"plateau_window": 3, **kw}))
+    """The plateau rule alone, one seed in flight (the defaults grow early, two at once: tested
+    below), so each test isolates one rule."""
+    return HeuristicPolicy(
+        HeuristicConfig(**{"plateau_window": 3, "germinate_after": None, "max_in_flight": 1, **kw})
+    )
+
+
+RESIDUAL_ROTATION = [b for b in DEFAULT_ROTATION["cnn"] if b in CNN_BLUEPRINTS]
+"""The default rotation as these observations offer it (no width blueprints in CNN_BLUEPRINTS)."""
 
 
 # ----------------------------------------------------------------------------- germinate
 def test_germinates_the_first_rotation_blueprint_on_a_plateau() -> None:
     action = _policy(blend_tempo_epochs=4).decide(_obs())
     assert action.op == LifecycleOp.GERMINATE
-    assert action.slot == "r0c0" and action.blueprint == DEFAULT_ROTATION["cnn"][0] == "conv_heavy"
+    assert action.slot == "r0c0" and action.blueprint == RESIDUAL_ROTATION[0] == "conv_heavy"
     assert action.tempo_epochs == 4
+
+
+def test_width_comes_first_in_the_default_rotations() -> None:
+    # Small hosts are bound by width; residual seeds at the slot's width add only depth.
+    assert DEFAULT_ROTATION["cnn"][:2] == ("widen", "widen_half")
+    assert DEFAULT_ROTATION["transformer"][0] == "widen_mlp"
+
+
+def _width_obs(*slots: SlotObservation, history: tuple[float, ...] = RISING) -> Observation:
+    blueprints = ("widen", "widen_half", *CNN_BLUEPRINTS)
+    costs = {**COSTS, "widen": 500, "widen_half": 250}
+    obs = _obs(*slots, history=history)
+    return dataclasses.replace(
+        obs, blueprints=blueprints, blueprint_params={s.slot_id: costs for s in obs.slots}
+    )
+
+
+def test_by_default_it_grows_width_early_in_both_slots_without_a_plateau() -> None:
+    policy = HeuristicPolicy()
+    assert (policy.config.germinate_after, policy.config.max_in_flight) == (0, 2)
+    first = policy.decide(_width_obs())  # accuracy still rising: no plateau needed
+    assert (first.op, first.slot, first.blueprint) == (LifecycleOp.GERMINATE, "r0c0", "widen")
+    busy = _slot("r0c0", SeedStage.TRAINING, blueprint="widen", epochs_in_stage=1)
+    second = policy.decide(_width_obs(busy, _slot("r0c1")))
+    # Each slot starts at the head of the rotation: both are offered full width first.
+    assert (second.op, second.slot, second.blueprint) == (LifecycleOp.GERMINATE, "r0c1", "widen")
+    assert policy.state_dict()["germinated_in"] == {"r0c0": 1, "r0c1": 1}
+
+
+def test_half_width_is_the_fallback_when_full_width_does_not_fit() -> None:
+    obs = dataclasses.replace(_width_obs(), seed_params=600, max_seed_params=1000)  # 400 left
+    action = HeuristicPolicy().decide(obs)
+    assert (action.op, action.blueprint) == (LifecycleOp.GERMINATE, "widen_half")  # 500 > 400 >= 250
+
+
+def test_germinate_after_waits_for_its_epoch_and_none_waits_for_a_plateau() -> None:
+    early = _width_obs(history=RISING[:2])  # epoch 1
+    assert HeuristicPolicy(HeuristicConfig(germinate_after=2)).decide(early) == WAIT
+    assert HeuristicPolicy(HeuristicConfig(germinate_after=1)).decide(early).op == LifecycleOp.GERMINATE
+    assert HeuristicPolicy(HeuristicConfig(germinate_after=None)).decide(_width_obs()) == WAIT
+    plateau = _width_obs(history=PLATEAU)
+    assert HeuristicPolicy(HeuristicConfig(germinate_after=None)).decide(plateau).op == LifecycleOp.GERMINATE
 
 
 def test_no_germination_while_accuracy_still_improves() -> None:
@@ -122,19 +173,22 @@ def test_no_germination_when_nothing_fits_the_budget() -> None:
     assert policy.decide(_obs(seed_params=900, max_seed_params=1000)) == WAIT
 
 
-def test_blueprints_rotate_between_germinations() -> None:
+def test_blueprints_rotate_between_germinations_in_a_slot() -> None:
+    # The rotation is per slot (each slot starts width-first), so one slot shows it.
     policy = _policy()
     picked = []
     for _ in range(3):
-        action = policy.decide(_obs())
+        action = policy.decide(_obs(_slot("r0c0")))
         assert action.op == LifecycleOp.GERMINATE
         picked.append(action.blueprint)
-    assert picked == list(DEFAULT_ROTATION["cnn"][:3])
+    assert picked == RESIDUAL_ROTATION[:3]
 
 
 def test_a_configured_rotation_is_used_in_order() -> None:
     policy = _policy(blueprints=("norm", "attention"))
-    assert [policy.decide(_obs()).blueprint for _ in range(3)] == ["norm", "attention", "norm"]
+    assert [policy.decide(_obs(_slot("r0c0"))).blueprint for _ in range(3)] == ["norm", "attention", "norm"]
+    # A second slot starts its own walk at the head of the rotation.
+    assert policy.decide(_obs(_slot("r0c0", SeedStage.FOSSILIZED), _slot("r0c1"))).blueprint == "norm"
 
 
 # ----------------------------------------------------------------------------- prune
@@ -237,7 +291,13 @@ def test_state_dict_holds_only_primitives() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"plateau_window": 0}, {"prune_patience": 0}, {"max_in_flight": 0}, {"stall_epochs": -1}],
+    [
+        {"plateau_window": 0},
+        {"prune_patience": 0},
+        {"max_in_flight": 0},
+        {"stall_epochs": -1},
+        {"germinate_after": -1},
+    ],
 )
 def test_config_rejects_bad_values(bad: dict[str, int]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
@@ -252,6 +312,8 @@ def test_the_training_stall_budget_follows_the_gate_length() -> None:
 
 
 def test_the_factory_passes_the_run_gates_to_the_heuristic() -> None:
-    policy = make_controller(RunConfig(min_training_epochs=7, blend_tempo_epochs=4))
+    policy = make_controller(RunConfig(min_training_epochs=7, blend_tempo_epochs=4, germinate_after=None,
+                                       max_in_flight=1))  # fmt: skip
     assert isinstance(policy, HeuristicPolicy)
     assert (policy.config.min_training_epochs, policy.config.blend_tempo_epochs) == (7, 4)
+    assert (policy.config.germinate_after, policy.config.max_in_flight) == (None, 1)

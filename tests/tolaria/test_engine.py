@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch._dynamo
 from tolaria_kit import (
+    RESIDUAL,
     ScriptedPolicy,
     assert_valid_stage_chains,
     churn,
@@ -61,16 +62,16 @@ def test_same_seed_gives_identical_metrics(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_resume_reaches_the_same_final_state_as_an_uninterrupted_run(tmp_path: Path) -> None:
     events = MemorySink()
-    straight, straight_ctl = _run(fast_config(tmp_path / "straight", epochs=10), events)
+    straight, straight_ctl = _run(fast_config(tmp_path / "straight", epochs=10, blueprints=RESIDUAL), events)
     assert straight.counters["seeds_germinated"] >= 2 and straight.counters["seeds_fossilized"] >= 1
 
-    _run(fast_config(tmp_path / "split", epochs=5))
+    _run(fast_config(tmp_path / "split", epochs=5, blueprints=RESIDUAL))
     saved = load_checkpoint(tmp_path / "split" / CHECKPOINT_NAME)
     assert saved["epoch"] == 5
     stages = [s["stage"] for k, s in saved["model"].items() if k.endswith("_extra_state")]
     assert any(stage != SeedStage.DORMANT for stage in stages)  # the split falls mid-growth
 
-    config = fast_config(tmp_path / "split", epochs=10)
+    config = fast_config(tmp_path / "split", epochs=10, blueprints=RESIDUAL)
     resumed = make_engine(config)  # a fresh engine, model and controller
     controller = make_controller(config)
     restore(resumed, controller, saved, tmp_path / "split")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tolaria_kit import fast_config, grow, run_to_disk
+from tolaria_kit import RESIDUAL, fast_config, grow, run_to_disk
 
 from esper import CNNHost, MorphogeneticModel, QualityGates, TransformerHost, inject_slots
 from esper.errors import CheckpointError, ConfigError
@@ -121,7 +121,7 @@ def test_exported_transformer_program_takes_token_batches(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_export_grown_from_a_run_directory(tmp_path: Path) -> None:
-    config = fast_config(tmp_path / "run", epochs=10)
+    config = fast_config(tmp_path / "run", epochs=10, blueprints=RESIDUAL)
     engine, _ = run_to_disk(config)
     assert engine.model.count_fossilized_seeds() >= 1
 

@@ -34,6 +34,10 @@ def tiny_task(
     )
 
 
+RESIDUAL = ["conv_heavy", "conv_light", "bottleneck", "depthwise", "attention", "conv_small", "norm"]
+"""The residual blueprints, in the heuristic's old order (``blueprints=RESIDUAL``)."""
+
+
 def fast_config(out: Path, **changes: Any) -> RunConfig:
     """A run config whose seeds move through the lifecycle in a few epochs."""
     base = dict(
@@ -47,6 +51,11 @@ def fast_config(out: Path, **changes: Any) -> RunConfig:
         min_holding_epochs=1,
         blend_tempo_epochs=2,
         embargo_epochs=1,
+        # One seed at a time on a plateau, as the heuristic did before it grew early; tests that
+        # need a residual seed to fossilize within 10 epochs also pass RESIDUAL (the default
+        # width-first schedule fossilizes nothing in these fast runs).
+        germinate_after=None,
+        max_in_flight=1,
     )
     return RunConfig(**{**base, **changes})
 

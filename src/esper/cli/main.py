@@ -185,12 +185,23 @@ def _beside_the_runs(runs: Sequence[str]) -> Path:
     help="Where to write the plot of every run's validation accuracy and parameters per epoch "
     "(default: comparison.png in the folder that holds the runs).",
 )
-def report(run_dirs: tuple[str, ...], out: str | None) -> None:
-    """Compare runs: a summary table and a plot.
+@click.option(
+    "--target-accuracy",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Accuracy for 'FLOPs to reach' (default: the final accuracy of static-large, the "
+    "smallest static run at least as big as the grown runs).",
+)
+def report(run_dirs: tuple[str, ...], out: str | None, target_accuracy: float | None) -> None:
+    """Compare runs: a summary table and plots.
 
-    Prints one row per finished run (accuracy, parameters, seeds, wall time) and plots the
-    validation accuracy and parameter count of every run per epoch into --out. A directory
-    that holds run directories (such as the --out of 'esper eval') stands for all of them.
+    Prints one row per finished run (accuracy, final parameters, seeds, wall time, FLOPs) and
+    plots every run's validation accuracy and parameters per epoch into --out. A directory that holds run
+    directories (such as the --out of 'esper eval') stands for all of them. With static runs
+    among them, it also prints each controller's parameters next to its accuracy, the static
+    accuracy interpolated at the grown size (static-matched) and the training FLOPs to reach
+    --target-accuracy, and plots accuracy against parameters and FLOPs into
+    params_vs_accuracy.png beside --out.
 
     \b
     Examples:
@@ -204,6 +215,13 @@ def report(run_dirs: tuple[str, ...], out: str | None) -> None:
     click.echo(format_comparison_table(rows), nl=False)
     path = write_comparison_plot(runs, out if out is not None else _beside_the_runs(runs))
     click.echo(f"comparison plot: {path}")
+    if any(row["controller"] == "static" for row in rows):
+        from esper.karn.tradeoff import compare_growth, format_growth_table, write_params_plot
+
+        groups, comparisons = compare_growth(runs, target_accuracy)
+        click.echo(format_growth_table(groups, comparisons), nl=False)
+        plot = write_params_plot(groups, comparisons, Path(path).with_name("params_vs_accuracy.png"))
+        click.echo(f"params vs accuracy plot: {plot}")
 
 
 @click.command()
@@ -219,10 +237,10 @@ def report(run_dirs: tuple[str, ...], out: str | None) -> None:
 def export(run_dir: str, out: str | None) -> None:
     """Export the grown model as a plain torch.export program.
 
-    The run's final model is written with its fossilized seeds baked in; seeds that were not
-    fossilized are left out. The program loads and predicts with torch alone:
-    torch.export.load("model.pt2").module()(x). model.json beside it records the input shape
-    and dtype and the number of classes.
+    The run's final model is written with the seeds that shape its output baked in
+    (fossilized ones, and blending/holding ones at their alpha). The program loads and
+    predicts with torch alone: torch.export.load("model.pt2").module()(x). model.json beside
+    it records the input shape, dtype and normalisation and the number of classes.
 
     \b
     Example:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,6 +17,9 @@ from esper.cli.runs import run_train
 from esper.errors import ConfigError
 from esper.nissa.io import atomic_write_text
 from esper.tolaria.config import SEED_LIMIT
+
+if TYPE_CHECKING:
+    from esper.recipes.baselines import GrownRuns, StaticMatched
 
 __all__ = ["eval_command", "train_policy", "train_ppo_command"]
 
@@ -139,7 +142,10 @@ def _controller_fields(spec: str) -> dict[str, Any]:
         return {"controller": spec}
     if Path(spec).is_file():
         return {"controller": "policy", "policy": str(spec)}
-    raise ConfigError(f"--controller {spec!r} is neither {'/'.join(named)} nor an existing policy.pt file")
+    raise ConfigError(
+        f"--controller {spec!r} is neither {'/'.join([*named, 'static-matched'])} nor an existing "
+        "policy.pt file"
+    )
 
 
 def _refuse_earlier_runs(parent: Path, configs: list[Any]) -> None:
@@ -160,7 +166,12 @@ def _mean_std(values: list[float]) -> str:
 
 
 @click.command("eval")
-@click.option("--controller", "spec", required=True, help="static, heuristic, random, or PATH/TO/policy.pt.")
+@click.option(
+    "--controller",
+    "spec",
+    required=True,
+    help="static, heuristic, random, PATH/TO/policy.pt, or static-matched (with --against).",
+)
 @click.option("--task", default="digits-impaired", show_default=True)
 @click.option(
     "--episodes", type=int, default=5, show_default=True, help="Runs, each on its own held-out seed."
@@ -173,13 +184,46 @@ def _mean_std(values: list[float]) -> str:
     show_default=True,
     help="Base seed; runs use seed+10000+i.",
 )
+@click.option(
+    "--against",
+    multiple=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="With static-matched: the grown runs (an 'esper eval' folder or run dirs); their task, "
+    "epochs and seeds are used.",
+)
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Parent of the run dirs.")
-def eval_command(spec: str, task: str, episodes: int, epochs: int | None, seed: int, out: str | None) -> None:
+def eval_command(
+    spec: str,
+    task: str,
+    episodes: int,
+    epochs: int | None,
+    seed: int,
+    against: tuple[str, ...],
+    out: str | None,
+) -> None:
     """Score a controller on held-out seeds.
 
     Trains one fresh run per episode and prints mean +- std of the final accuracy, the added
     parameters and the lifecycle counts. Compare the run dirs with 'esper report'.
+
+    \b
+    static-matched trains static hosts at the two widths that bracket the --against runs' mean
+    final parameter count, on their seeds, and reports the accuracy interpolated linearly in
+    parameters (per seed) with both brackets:
+      esper eval --controller heuristic --task digits-impaired --episodes 8 --out evals/heuristic
+      esper eval --controller static-matched --against evals/heuristic --out evals/matched
     """
+    if spec == "static-matched":
+        _eval_static_matched(against, out)
+        return
+    if against:
+        raise ConfigError("--against is for --controller static-matched only")
+    _eval_controller(spec, task, episodes, epochs, seed, out)
+
+
+def _eval_controller(
+    spec: str, task: str, episodes: int, epochs: int | None, seed: int, out: str | None
+) -> None:
     from esper.recipes.run_dir import RunDir
     from esper.recipes.train import run_training
     from esper.tamiyo.factory import make_controller
@@ -206,7 +250,8 @@ def eval_command(spec: str, task: str, episodes: int, epochs: int | None, seed: 
     with RunDir.open(parent, kind="eval", config={"controller": spec, "task": task, "episodes": episodes,
                                                   "epochs": epochs, "seed": seed}):  # fmt: skip
         summaries = [run_training(config, make_controller(config)) for config in configs]
-        keys = ("final_val_accuracy", "seed_params", "seeds_germinated", "seeds_fossilized", "seeds_pruned")
+        keys = ("final_val_accuracy", "total_params", "seed_params", "seeds_germinated", "seeds_fossilized",
+                "seeds_pruned")  # fmt: skip
         result = {k: [float(s[k] or 0.0) for s in summaries] for k in keys}
         atomic_write_text(
             parent / "eval.json", json.dumps({"controller": spec, "task": task, **result}, indent=2) + "\n"
@@ -215,6 +260,39 @@ def eval_command(spec: str, task: str, episodes: int, epochs: int | None, seed: 
     lines += [f"  {k:<20} {_mean_std(v)}" for k, v in result.items()]
     lines.append(f"  run dirs: {parent}/*  (compare with: esper report {parent})")
     click.echo("\n".join(lines))
+
+
+def _eval_static_matched(against: tuple[str, ...], out: str | None) -> None:
+    from esper.recipes.baselines import load_grown_runs, run_static_matched
+    from esper.recipes.run_dir import RunDir
+
+    if not against:
+        raise ConfigError("--controller static-matched needs --against DIR (the grown runs to match)")
+    grown = load_grown_runs(list(against))
+    parent = Path(out or f"runs/eval-{grown.task}-static-matched")
+    config = {"controller": "static-matched", "against": list(against), "task": grown.task}
+    with RunDir.open(parent, kind="eval", config=config):
+        matched = run_static_matched(grown, parent)
+        payload = {**config, "epochs": grown.epochs, "seeds": grown.seeds,
+                   "grown_final_val_accuracy": grown.accuracy, **matched.to_dict()}  # fmt: skip
+        atomic_write_text(parent / "eval.json", json.dumps(payload, indent=2) + "\n")
+    click.echo(_static_matched_table(grown, matched, parent))
+
+
+def _static_matched_table(grown: GrownRuns, matched: StaticMatched, parent: Path) -> str:
+    lines = [
+        f"{grown.task} / static-matched: {len(grown.seeds)} seeds of the grown runs, {grown.epochs} epochs",
+        f"  {'':<28} {'params':>8}  final val accuracy",
+        f"  {'grown (--against)':<28} {matched.target_params:>8.0f}  {_mean_std(grown.accuracy)}",
+    ]
+    for width, params, acc in zip(matched.widths, matched.params, matched.accuracy, strict=True):
+        lines.append(f"  {f'static width {width}':<28} {params:>8}  {_mean_std(acc)}")
+    label = "static-matched (interpolated)"
+    lines.append(f"  {label:<28} {matched.target_params:>8.0f}  {_mean_std(matched.interpolated)}")
+    diffs = [g - m for g, m in zip(grown.accuracy, matched.interpolated, strict=True)]
+    lines.append(f"  grown - static-matched       {statistics.fmean(diffs):+.4f} (paired per seed)")
+    lines.append(f"  run dirs: {parent}/*  (compare with: esper report {parent} ...)")
+    return "\n".join(lines)
 
 
 @click.command("policy")

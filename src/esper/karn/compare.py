@@ -35,12 +35,14 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "epochs",
     "final_val_accuracy",
     "best_val_accuracy",
+    "total_params",
     "host_params",
     "seed_params",
     "seeds_germinated",
     "seeds_fossilized",
     "seeds_pruned",
     "wall_time_s",
+    "train_flops",
 )
 """The summary.json keys a comparison shows (a key a run lacks shows as ``-``)."""
 
@@ -86,7 +88,9 @@ _HEADERS = {
     "seeds_germinated": "germinated",
     "seeds_fossilized": "fossilized",
     "seeds_pruned": "pruned",
+    "total_params": "params",
     "wall_time_s": "wall time",
+    "train_flops": "train FLOPs",
 }
 
 
@@ -99,6 +103,8 @@ def _cell(key: str, value: Any) -> str:
         return format_count(value)
     if key == "wall_time_s" and isinstance(value, int | float):
         return f"{value:.1f}s"
+    if key == "train_flops" and isinstance(value, int | float):
+        return f"{value:.3g}"
     return str(value)
 
 

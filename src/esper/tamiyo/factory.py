@@ -24,12 +24,14 @@ def make_controller(config: RunConfig) -> Policy:
     return ControllerRegistry.create(config.controller, config)
 
 
-@ControllerRegistry.register("heuristic", description="rule-based: germinate on plateau, gate, prune")
+@ControllerRegistry.register("heuristic", description="rule-based: widen early, fossilize contributors, prune")
 def _heuristic(config: RunConfig) -> Policy:
     return HeuristicPolicy(
         HeuristicConfig(
             plateau_window=config.plateau_window,
             plateau_min_delta=config.plateau_min_delta,
+            germinate_after=config.germinate_after,
+            max_in_flight=config.max_in_flight,
             blend_tempo_epochs=config.blend_tempo_epochs,
             min_training_epochs=config.min_training_epochs,
             blueprints=tuple(config.blueprints) if config.blueprints else None,

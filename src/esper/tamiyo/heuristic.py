@@ -5,8 +5,10 @@ Each epoch it takes the first of these that applies:
    stage stalled (longer in a stage than its budget);
 2. fossilize a HOLDING seed whose gate passes;
 3. advance a seed whose next gate passes;
-4. germinate when validation accuracy has plateaued, no seed is in flight, a slot is free, and
-   the parameter budget allows, rotating blueprints and skipping ones that were pruned;
+4. germinate when fewer than ``max_in_flight`` seeds are in flight, a slot is free, the parameter
+   budget allows, and either validation accuracy has plateaued or the run is past
+   ``germinate_after`` epochs (grow early: width added early trains for most of the budget,
+   as a static model of the final size would), rotating blueprints and skipping pruned ones;
 5. wait.
 """
 
@@ -24,10 +26,21 @@ from esper.leyline.stages import SeedStage
 __all__ = ["DEFAULT_ROTATION", "HeuristicConfig", "HeuristicPolicy"]
 
 DEFAULT_ROTATION: dict[str, tuple[str, ...]] = {
-    "cnn": ("conv_heavy", "conv_light", "bottleneck", "depthwise", "attention", "conv_small", "norm"),
-    "transformer": ("mlp", "attention", "lora_large", "mlp_small", "lora", "norm"),
+    "cnn": (
+        "widen",
+        "widen_half",
+        "conv_heavy",
+        "conv_light",
+        "bottleneck",
+        "depthwise",
+        "attention",
+        "conv_small",
+        "norm",
+    ),
+    "transformer": ("widen_mlp", "mlp", "attention", "lora_large", "mlp_small", "lora", "norm"),
 }
-"""Blueprint order per topology: the most capable first (growth is for adding capacity)."""
+"""Blueprint order per topology: width first (small hosts are bound by width, and residual seeds
+at the slot's width add depth only), then the most capable residual seeds."""
 
 _IN_FLIGHT = (SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING)
 
@@ -47,17 +60,20 @@ class HeuristicConfig:
         min_training_epochs: the G2 gate's TRAINING length (the stall budget starts after it).
         blueprints: blueprint rotation (default: ``DEFAULT_ROTATION`` for the topology).
         blueprint_penalty: rotation slots a blueprint loses each time one of its seeds is pruned.
+        germinate_after: from this epoch on, germinate without waiting for a plateau (None:
+            only on a plateau).
     """
 
     plateau_window: int = 3
     plateau_min_delta: float = 0.005
     prune_patience: int = 2
     stall_epochs: int = 4
-    max_in_flight: int = 1
+    max_in_flight: int = 2
     blend_tempo_epochs: int = 5
     min_training_epochs: int = 3
     blueprints: tuple[str, ...] | None = None
     blueprint_penalty: int = 2
+    germinate_after: int | None = 0
 
     def __post_init__(self) -> None:
         for name in ("plateau_window", "prune_patience", "max_in_flight", "blend_tempo_epochs"):
@@ -66,6 +82,10 @@ class HeuristicConfig:
         if self.stall_epochs < 0 or self.plateau_min_delta < 0 or self.blueprint_penalty < 0:
             raise ValueError(
                 "HeuristicConfig.stall_epochs, plateau_min_delta and blueprint_penalty must be >= 0"
+            )
+        if self.germinate_after is not None and self.germinate_after < 0:
+            raise ValueError(
+                f"HeuristicConfig.germinate_after must be >= 0 or None, got {self.germinate_after!r}"
             )
 
 
@@ -78,6 +98,8 @@ class HeuristicPolicy:
         self.config = config or HeuristicConfig()
         self.penalties: dict[str, int] = {}
         self.germinated = 0
+        self.germinated_in: dict[str, int] = {}
+        """Germinations per slot: each slot walks the rotation from its start (width first)."""
 
     def decide(self, observation: Observation) -> Action:
         obs, cfg = observation, self.config
@@ -95,9 +117,16 @@ class HeuristicPolicy:
             ):
                 return Action(LifecycleOp.ADVANCE, slot=slot.slot_id)
         in_flight = sum(s.stage in _IN_FLIGHT for s in obs.slots)
-        if in_flight < cfg.max_in_flight and obs.plateau_epochs(cfg.plateau_min_delta) >= cfg.plateau_window:
+        if in_flight < cfg.max_in_flight and self._time_to_grow(obs):
             return self._germinate(obs)
         return WAIT
+
+    def _time_to_grow(self, obs: Observation) -> bool:
+        """Past ``germinate_after`` epochs, or on a plateau."""
+        after = self.config.germinate_after
+        if after is not None and obs.epoch >= after:
+            return True
+        return obs.plateau_epochs(self.config.plateau_min_delta) >= self.config.plateau_window
 
     def _should_prune(self, slot: SlotObservation, obs: Observation) -> bool:
         recent = slot.contribution_history[-self.config.prune_patience :]
@@ -123,6 +152,7 @@ class HeuristicPolicy:
         if blueprint is None:
             return WAIT
         self.germinated += 1
+        self.germinated_in[slot.slot_id] = self.germinated_in.get(slot.slot_id, 0) + 1
         return Action(
             LifecycleOp.GERMINATE,
             slot=slot.slot_id,
@@ -133,7 +163,11 @@ class HeuristicPolicy:
         )
 
     def _pick_blueprint(self, obs: Observation, slot_id: str) -> str | None:
-        """The next blueprint in the rotation, pushed back by prune penalties, within budget."""
+        """The slot's next blueprint in the rotation, pushed back by prune penalties, within budget.
+
+        Each slot starts at the head of the rotation, so every slot is offered width first; the
+        half-width blueprint is the fallback when the full one does not fit or was pruned.
+        """
         rotation = self.config.blueprints or DEFAULT_ROTATION[obs.topology]
         legal = JointLegality.from_observation(obs)  # the door's table: budget and all
         row = legal.blueprint[[s.slot_id for s in obs.slots].index(slot_id)]
@@ -141,7 +175,7 @@ class HeuristicPolicy:
         allowed = [b for b in rotation if b in fits]
         if not allowed:
             return None
-        start = self.germinated % len(allowed)
+        start = self.germinated_in.get(slot_id, 0) % len(allowed)
         order = allowed[start:] + allowed[:start]
         return min(
             order, key=lambda b: (self.penalties.get(b, 0) * self.config.blueprint_penalty, order.index(b))
@@ -155,12 +189,15 @@ class HeuristicPolicy:
         return {
             "penalties": dict(self.penalties),
             "germinated": self.germinated,
+            "germinated_in": dict(self.germinated_in),
             "config": _config_dict(self.config),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.penalties = {str(k): int(v) for k, v in state["penalties"].items()}
         self.germinated = int(state["germinated"])
+        # A checkpoint from before per-slot rotation has no counts: the slots start afresh.
+        self.germinated_in = {str(k): int(v) for k, v in state.get("germinated_in", {}).items()}
 
 
 def _config_dict(config: HeuristicConfig) -> dict[str, Any]:

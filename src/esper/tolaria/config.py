@@ -72,6 +72,11 @@ class RunConfig:
     """The host's width (CNN base channels / transformer embedding width); None: the task's."""
     plateau_window: int = 3
     plateau_min_delta: float = 0.005
+    germinate_after: int | None = 0
+    """The heuristic germinates from this epoch on without waiting for a plateau (None: only on
+    a plateau)."""
+    max_in_flight: int = 2
+    """The heuristic's seeds between germination and fossilization at once."""
     min_training_epochs: int = 3
     min_holding_epochs: int = 1
     embargo_epochs: int = 5
@@ -180,11 +185,12 @@ def _value_problems(cfg: RunConfig) -> list[str]:
         "max_seed_params",
         "world_size",
         "host_channels",
+        "max_in_flight",
     ):
         v = getattr(cfg, name)
         if isinstance(v, int) and v < 1:
             p.append(f"{name}: must be >= 1, got {v}")
-    for name in ("min_training_epochs", "min_holding_epochs", "embargo_epochs"):
+    for name in ("min_training_epochs", "min_holding_epochs", "embargo_epochs", "germinate_after"):
         v = getattr(cfg, name)
         if isinstance(v, int) and v < 0:
             p.append(f"{name}: must be >= 0, got {v}")
