@@ -59,7 +59,8 @@ def test_a_user_model_run_leaves_a_complete_run_folder(finished: tuple[Path, dic
     saved = load_checkpoint(out)
     assert saved["config"]["model"] == f"{user_code.resolve()}:make_model"
     assert saved["config"]["target_modules"] == ["block"]
-    spec = {"shape": [1, 8, 8], "dtype": "float32", "num_classes": 4, "task": "user_net.make_model"}
+    spec = {"shape": [1, 8, 8], "dtype": "float32", "num_classes": 4, "task": "user_net.make_model",
+            "normalization": None}  # a user model takes its inputs as they are
     assert saved["input_spec"] == spec
 
 

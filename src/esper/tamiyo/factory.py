@@ -24,7 +24,7 @@ def make_controller(config: RunConfig) -> Policy:
     return ControllerRegistry.create(config.controller, config)
 
 
-@ControllerRegistry.register("heuristic", description="rule-based: widen early, fossilize contributors, prune")
+@ControllerRegistry.register("heuristic", description="rule-based: widen early, keep contributors, prune")
 def _heuristic(config: RunConfig) -> Policy:
     return HeuristicPolicy(
         HeuristicConfig(
