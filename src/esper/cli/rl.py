@@ -187,7 +187,7 @@ def _mean_std(values: list[float]) -> str:
 @click.option(
     "--against",
     multiple=True,
-    type=click.Path(file_okay=False, exists=True),
+    type=click.Path(file_okay=False),
     help="With static-matched: the grown runs (an 'esper eval' folder or run dirs); their task, "
     "epochs and seeds are used.",
 )
