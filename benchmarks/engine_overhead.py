@@ -60,8 +60,8 @@ def fossilize_all(engine: Engine) -> None:
     engine.groups.sync(model)
 
 
-def plain_epoch(model: MorphogeneticModel, opt: torch.optim.Optimizer, task: Task, epoch: list[int]) -> None:
-    """The hand-written baseline: one AdamW train pass and one evaluation pass."""
+def train_pass(model: MorphogeneticModel, opt: torch.optim.Optimizer, task: Task, epoch: list[int]) -> None:
+    """A hand-written AdamW train pass (the part both hand-written loops share)."""
     model.train()
     gen = torch.Generator().manual_seed(epoch[0])
     epoch[0] += 1
@@ -71,6 +71,11 @@ def plain_epoch(model: MorphogeneticModel, opt: torch.optim.Optimizer, task: Tas
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0, foreach=True)
         opt.step()
+
+
+def plain_epoch(model: MorphogeneticModel, opt: torch.optim.Optimizer, task: Task, epoch: list[int]) -> None:
+    """The hand-written baseline: one AdamW train pass and one evaluation pass."""
+    train_pass(model, opt, task, epoch)
     model.eval()
     hits = torch.zeros((), dtype=torch.long)
     with torch.no_grad():
@@ -81,16 +86,7 @@ def plain_epoch(model: MorphogeneticModel, opt: torch.optim.Optimizer, task: Tas
 
 def grower_epoch(grower: Grower, opt: torch.optim.Optimizer, task: Task, epoch: list[int]) -> None:
     """The own-loop path: the user's train pass, then ``grower.step()`` instead of their evaluation."""
-    model = grower.model
-    model.train()
-    gen = torch.Generator().manual_seed(epoch[0])
-    epoch[0] += 1
-    for x, y in task.train_batches(gen):
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0, foreach=True)
-        opt.step()
+    train_pass(grower.model, opt, task, epoch)
     grower.step()
 
 
